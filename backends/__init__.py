@@ -1,0 +1,32 @@
+"""The xp layer: the only code that knows NumPy from CuPy.
+
+>>> from backends import get_backend
+>>> be = get_backend("cpu")
+>>> be.xp.sum(be.asarray([1.0, 2.0]))
+"""
+
+from backends.core import (
+    ACCEPTED,
+    ENV_VAR,
+    Backend,
+    BackendError,
+    available,
+    default_device,
+    get_backend,
+    namespace_of,
+    parse_device,
+)
+from backends.info import machine_info
+
+__all__ = [
+    "ACCEPTED",
+    "ENV_VAR",
+    "Backend",
+    "BackendError",
+    "available",
+    "default_device",
+    "get_backend",
+    "machine_info",
+    "namespace_of",
+    "parse_device",
+]

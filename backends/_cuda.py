@@ -1,0 +1,129 @@
+"""Everything that touches CuPy. Imported lazily: CuPy is optional."""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any
+
+INSTALL_HINT = 'install it with pip install "nnx[cuda12]" (or "nnx[cuda13]" for CUDA 13 drivers)'
+DRIVER_HINT = (
+    "check that the NVIDIA driver works (nvidia-smi); inside Docker, run with --gpus all "
+    "on a host with the NVIDIA Container Toolkit"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _import() -> tuple[ModuleType | None, str]:
+    try:
+        import cupy
+    except ImportError as exc:
+        return None, f"CuPy is not installed ({exc}); {INSTALL_HINT}"
+    except Exception as exc:  # a broken CUDA install can raise anything at import time
+        return None, f"CuPy failed to import ({type(exc).__name__}: {exc}); {DRIVER_HINT}"
+    return cupy, ""
+
+
+@functools.lru_cache(maxsize=1)
+def _count() -> tuple[int, str]:
+    cupy, problem = _import()
+    if cupy is None:
+        return 0, problem
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError and friends: no driver, no device
+        return 0, f"CuPy is installed but no CUDA device answers ({_short(exc)}); {DRIVER_HINT}"
+    if n == 0:
+        return 0, f"CuPy is installed but it sees no CUDA device; {DRIVER_HINT}"
+    return n, ""
+
+
+@functools.cache
+def _device_problem(index: int) -> str:
+    """Run a tiny kernel on one device: proves the driver, runtime and NVRTC all work."""
+    cupy, _ = _import()
+    try:
+        with cupy.cuda.Device(index):
+            value = float((cupy.arange(3, dtype=cupy.float64) * 2.0).sum())
+    except Exception as exc:  # missing libnvrtc, driver too old, out of memory, ...
+        return f"CUDA device cuda:{index} does not work ({_short(exc)}); {DRIVER_HINT}"
+    if value != 6.0:
+        return f"CUDA device cuda:{index} computed a wrong result in a self-test"
+    return ""
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def problem(index: int | None) -> str:
+    """Why CUDA device ``index`` (None: the current one) cannot be used, or "" if it can."""
+    n, why = _count()
+    if why:
+        return why
+    if index is not None and index >= n:
+        have = ", ".join(f"cuda:{i}" for i in range(n))
+        return f"device cuda:{index} does not exist: this machine has {n} CUDA device(s) ({have})"
+    return _device_problem(0 if index is None else index)
+
+
+def working_devices() -> list[int]:
+    n, _ = _count()
+    return [i for i in range(n) if not _device_problem(i)]
+
+
+def namespace(index: int | None) -> tuple[ModuleType, int]:
+    import array_api_compat.cupy as xp
+
+    cupy, _ = _import()
+    idx = cupy.cuda.runtime.getDevice() if index is None else index
+    return xp, idx
+
+
+def device(index: int) -> Any:
+    cupy, _ = _import()
+    return cupy.cuda.Device(index)
+
+
+def device_index(x: Any) -> int:
+    return x.device.id
+
+
+def synchronize() -> None:
+    cupy, _ = _import()
+    cupy.cuda.get_current_stream().synchronize()
+
+
+def describe() -> list[dict[str, Any]]:
+    """Name, memory and versions of each GPU CuPy sees (empty when none)."""
+    cupy, _ = _import()
+    n, _ = _count()
+    gpus = []
+    for i in range(n):
+        props = cupy.cuda.runtime.getDeviceProperties(i)
+        name = props["name"]
+        gpus.append({
+            "device": f"cuda:{i}",
+            "name": name.decode() if isinstance(name, bytes) else str(name),
+            "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+            "compute_capability": f"{props['major']}.{props['minor']}",
+        })
+    return gpus
+
+
+def versions() -> dict[str, str]:
+    cupy, _ = _import()
+    if cupy is None:
+        return {}
+    out = {"cupy": cupy.__version__}
+    try:
+        out["cuda_runtime"] = _cuda_version(cupy.cuda.runtime.runtimeGetVersion())
+        out["cuda_driver"] = _cuda_version(cupy.cuda.runtime.driverGetVersion())
+    except Exception as exc:  # no driver: the versions are unknowable, say why
+        out["cuda"] = f"unavailable ({_short(exc)})"
+    return out
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"

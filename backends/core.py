@@ -1,0 +1,257 @@
+"""The backend value: a device, its array namespace, and what the standard leaves out."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from backends import _cuda
+
+ENV_VAR = "NNX_DEVICE"
+ACCEPTED = "auto, cpu (or numpy), cuda, cuda:N (or gpu, gpu:N), strict"
+
+
+class BackendError(Exception):
+    """A device or array problem a user can cause; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed device string: kind is "auto", "cpu", "cuda" or "strict"."""
+
+    kind: str
+    index: int | None = None
+
+
+def parse_device(device: str | None) -> DeviceSpec:
+    """Parse a device string; ``None``, empty or blank means "read NNX_DEVICE, else auto"."""
+    if device is None or not str(device).strip():
+        device = default_device()
+    text = str(device).strip().lower()
+    if text in ("auto",):
+        return DeviceSpec("auto")
+    if text in ("cpu", "numpy"):
+        return DeviceSpec("cpu")
+    if text == "strict":
+        return DeviceSpec("strict")
+    kind, sep, index = text.partition(":")
+    if kind in ("cuda", "gpu", "cupy"):
+        if not sep:
+            return DeviceSpec("cuda")
+        if index.isdigit():
+            return DeviceSpec("cuda", int(index))
+    raise BackendError(f"unknown device {device!r}: expected one of {ACCEPTED}")
+
+
+def default_device() -> str:
+    """The device used when none is given: $NNX_DEVICE if set and not blank, else "auto"."""
+    value = os.environ.get(ENV_VAR, "")
+    return value.strip() or "auto"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One device and the array namespace that computes on it.
+
+    ``xp`` follows the Array API standard; the methods cover what it leaves out:
+    host<->device moves, synchronisation and timing.
+    """
+
+    name: str  # "numpy", "cupy" or "strict"
+    device: str  # "cpu", "cuda:N" or "strict"
+    xp: ModuleType
+    dtype: Any  # default floating dtype, an xp dtype
+    reason: str = ""
+    array_device: Any = field(default=None, repr=False)  # the value for ``device=`` keywords
+
+    # -- dtypes ---------------------------------------------------------------
+    def resolve_dtype(self, dtype: Any = None) -> Any:
+        """Map ``None`` (the default), "float32"/"float64", NumPy or xp dtypes to an xp dtype."""
+        if dtype is None:
+            return self.dtype
+        for name in ("float32", "float64"):
+            if _is_dtype(dtype, name, getattr(self.xp, name)):
+                return getattr(self.xp, name)
+        raise BackendError(f"unsupported dtype {dtype!r}: expected 'float32' or 'float64'")
+
+    # -- moving arrays ----------------------------------------------------------
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        """Copy host data (NumPy arrays, lists, scalars) onto this device."""
+        if self.name == "numpy":
+            return np.asarray(x, dtype=None if dtype is None else self.resolve_dtype(dtype))
+        if self.name == "cupy":
+            return self.xp.asarray(x, dtype=None if dtype is None else self.resolve_dtype(dtype))
+        if not isinstance(x, self.xp._array_object.Array):
+            x = np.asarray(x)
+        return self.xp.asarray(
+            x, dtype=None if dtype is None else self.resolve_dtype(dtype), device=self.array_device
+        )
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Copy an array of this backend to a host NumPy array."""
+        self.check(x, "array")
+        if self.name == "numpy":
+            return np.asarray(x)
+        if self.name == "cupy":
+            return x.get()
+        return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
+
+    def to_float(self, x: Any) -> float:
+        """A 0-d array (or Python number) as a Python float; waits for the device."""
+        return float(x)
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend, on this device."""
+        if self.name == "numpy":
+            return isinstance(x, np.ndarray)
+        if self.name == "cupy":
+            return isinstance(x, self.xp.ndarray) and _cuda.device_index(x) == _index(self.device)
+        return isinstance(x, self.xp._array_object.Array) and x.device == self.array_device
+
+    def check(self, x: Any, what: str) -> None:
+        """Raise a clear error if ``x`` is not an array on this backend's device."""
+        if not self.owns(x):
+            raise BackendError(
+                f"{what} is {_describe(x)}, but this computation runs on {self.device} "
+                f"({self.name}); move it there with backend.asarray()"
+            )
+
+    # -- time -----------------------------------------------------------------
+    def synchronize(self) -> None:
+        """Wait until all queued work on the device is done (no-op on CPU)."""
+        if self.name == "cupy":
+            _cuda.synchronize()
+
+    def time(self, fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> np.ndarray:
+        """Seconds per call of ``fn``: warm-up first, then ``repeat`` timed calls.
+
+        On CUDA the device is synchronised around each call, so the figure is the
+        time the work took, not the time it took to queue it.
+        """
+        for _ in range(warmup):
+            fn()
+        self.synchronize()
+        times = np.empty(repeat)
+        for i in range(repeat):
+            start = time.perf_counter()
+            fn()
+            self.synchronize()
+            times[i] = time.perf_counter() - start
+        return times
+
+    def __str__(self) -> str:
+        return f"{self.device} ({self.name})"
+
+
+def _is_dtype(dtype: Any, name: str, xp_dtype: Any) -> bool:
+    if isinstance(dtype, str):
+        return dtype == name
+    if dtype is xp_dtype:
+        return True
+    try:
+        return np.dtype(dtype) == np.dtype(name)
+    except TypeError:
+        return False
+
+
+def _index(device: str) -> int | None:
+    _, _, index = device.partition(":")
+    return int(index) if index else None
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return "a NumPy array on the host"
+    if hasattr(x, "__array_namespace__"):
+        try:
+            return f"an array on {array_api_compat.device(x)}"
+        except (TypeError, AttributeError):
+            return f"an array of type {type(x).__module__}.{type(x).__name__}"
+    return f"a {type(x).__name__}, not an array"
+
+
+def _numpy_backend(dtype: Any, reason: str) -> Backend:
+    import array_api_compat.numpy as xp
+
+    be = Backend("numpy", "cpu", xp, xp.float64, reason, array_device="cpu")
+    return _with_dtype(be, dtype)
+
+
+def _strict_backend(dtype: Any) -> Backend:
+    import array_api_strict as xp
+
+    device = xp.Device("device1")
+    be = Backend(
+        "strict", "strict", xp, xp.float64, "array-api-strict on its non-CPU device", device
+    )
+    return _with_dtype(be, dtype)
+
+
+def _cupy_backend(index: int | None, dtype: Any, reason: str) -> Backend:
+    xp, idx = _cuda.namespace(index)
+    be = Backend("cupy", f"cuda:{idx}", xp, xp.float64, reason, array_device=_cuda.device(idx))
+    return _with_dtype(be, dtype)
+
+
+def _with_dtype(be: Backend, dtype: Any) -> Backend:
+    if dtype is None:
+        return be
+    return Backend(be.name, be.device, be.xp, be.resolve_dtype(dtype), be.reason, be.array_device)
+
+
+def get_backend(device: str | Backend | None = None, dtype: Any = None) -> Backend:
+    """The backend for a device string.
+
+    ``device`` is "cpu"/"numpy", "cuda"/"gpu"/"cuda:N", "auto" or "strict"; ``None`` reads
+    ``$NNX_DEVICE`` and falls back to "auto". "auto" picks CuPy only when it imports and a
+    device answers, and records why in ``backend.reason``. Asking for CUDA where there is
+    none raises :class:`BackendError` naming the cause; it never falls back to the CPU.
+    """
+    if isinstance(device, Backend):
+        return _with_dtype(device, dtype)
+    spec = parse_device(device)
+    if spec.kind == "cpu":
+        return _numpy_backend(dtype, "asked for the CPU")
+    if spec.kind == "strict":
+        return _strict_backend(dtype)
+    if spec.kind == "cuda":
+        problem = _cuda.problem(spec.index)
+        if problem:
+            raise BackendError(problem)
+        return _cupy_backend(spec.index, dtype, "asked for CUDA")
+    problem = _cuda.problem(None)
+    if problem:
+        return _numpy_backend(dtype, f"auto chose the CPU: {problem}")
+    return _cupy_backend(None, dtype, "auto chose CUDA: CuPy imports and a GPU answers")
+
+
+def available(include_strict: bool = False) -> list[str]:
+    """Devices that work on this machine: "cpu", then "cuda:N" for each GPU that answers."""
+    devices = ["cpu"] + [f"cuda:{i}" for i in _cuda.working_devices()]
+    if include_strict:
+        devices.append("strict")
+    return devices
+
+
+def namespace_of(*arrays: Any) -> ModuleType:
+    """The array namespace shared by ``arrays``; a clear error when they mix libraries or devices."""
+    try:
+        xp = array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:
+        kinds = sorted({_describe(a) for a in arrays})
+        raise BackendError(f"arrays come from different libraries or devices ({', '.join(kinds)}): "
+                           "move them to one device with backend.asarray()") from exc
+    devices = {str(array_api_compat.device(a)) for a in arrays if hasattr(a, "shape")}
+    if len(devices) > 1:
+        raise BackendError(
+            f"arrays live on different devices ({', '.join(sorted(devices))}): "
+            "move them to one device with backend.asarray()"
+        )
+    return xp

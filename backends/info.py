@@ -1,0 +1,51 @@
+"""What a user needs to know when a device does not behave: versions, GPUs, auto's choice."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from backends import _cuda
+from backends.core import BackendError, default_device, get_backend
+
+
+def cpu_name() -> str:
+    """The CPU model as the OS names it, with the number of cores Python may use."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores"
+
+
+def machine_info() -> dict[str, Any]:
+    """Python, NumPy, CuPy/CUDA versions, the CPU and GPUs, and what "auto" resolves to."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "cpu": cpu_name(),
+    }
+    cupy, problem = _cuda._import()
+    info["cupy"] = cupy.__version__ if cupy is not None else None
+    info.update({k: v for k, v in _cuda.versions().items() if k != "cupy"})
+    info["gpus"] = _cuda.describe() if cupy is not None and not _cuda._count()[1] else []
+    info["default_device"] = default_device()
+    try:
+        be = get_backend(info["default_device"])
+        info["resolves_to"] = be.device
+        info["reason"] = be.reason
+    except BackendError as exc:
+        info["resolves_to"] = None
+        info["reason"] = str(exc)
+    return info

@@ -1,0 +1,51 @@
+"""The ``nnx`` command: ``nnx info``, ``nnx train``, ``nnx bench``.
+
+Each subcommand lives in its own module, which provides ``configure(parser)`` to add
+its flags and ``run(args) -> int``. Errors a user can cause end here as one sentence
+on stderr and exit status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from backends import BackendError
+from nnx.errors import NnxError
+
+SUBCOMMANDS = {
+    "info": ("nnx.info", "show versions, devices and what --device auto picks"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnx",
+        description="The MNIST two-layer net of Deep Learning from Scratch on NumPy or CuPy.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=mod.__doc__.split("\n\n")[0])
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (NnxError, BackendError) as exc:
+        print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nnx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

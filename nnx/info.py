@@ -1,0 +1,31 @@
+"""Show Python, NumPy, CuPy and CUDA versions, the GPUs seen, and what ``--device auto`` picks.
+
+Use it first when a device does not behave as expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from backends import machine_info
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    info = machine_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "gpus":
+            value = "; ".join(
+                f"{g['device']} {g['name']} ({g['memory_gib']} GiB, sm {g['compute_capability']})"
+                for g in value
+            ) or "none"
+        print(f"{key:<{width}}  {'-' if value is None else value}")
+    return 0

@@ -1,0 +1,155 @@
+"""The xp layer: device strings, auto's choice, moving arrays, and catching NumPy leaks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import backends
+from backends import BackendError, get_backend, parse_device
+from tests.conftest import assert_on
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "index"),
+    [
+        ("cpu", "cpu", None),
+        ("NumPy", "cpu", None),
+        (" auto ", "auto", None),
+        ("cuda", "cuda", None),
+        ("gpu", "cuda", None),
+        ("cuda:1", "cuda", 1),
+        ("GPU:0", "cuda", 0),
+        ("strict", "strict", None),
+    ],
+)
+def test_parse_device_accepts_the_documented_spellings(text, kind, index):
+    spec = parse_device(text)
+    assert (spec.kind, spec.index) == (kind, index)
+
+
+@pytest.mark.parametrize("text", ["tpu", "cuda:x", "cuda:-1", "cpu:0", "cuda:", "metal"])
+def test_unknown_device_is_one_sentence_listing_what_is_accepted(text):
+    with pytest.raises(BackendError) as info:
+        parse_device(text)
+    message = str(info.value)
+    assert repr(text) in message and "cpu" in message and "cuda:N" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+def test_blank_env_var_means_unset(monkeypatch, value):
+    monkeypatch.setenv(backends.ENV_VAR, value)
+    assert parse_device(None).kind == "auto"
+
+
+def test_env_var_chooses_the_default(monkeypatch):
+    monkeypatch.setenv(backends.ENV_VAR, "strict")
+    assert get_backend().name == "strict"
+    monkeypatch.setenv(backends.ENV_VAR, "tpu")
+    with pytest.raises(BackendError, match="tpu"):
+        get_backend()
+
+
+def test_auto_says_what_it_chose_and_why():
+    be = get_backend("auto")
+    assert be.device in backends.available()
+    assert be.reason.startswith("auto chose")
+
+
+def test_cuda_where_none_answers_is_a_clear_error_never_a_cpu_run():
+    if any(d.startswith("cuda") for d in backends.available()):
+        pytest.skip("a CUDA device answers here: the error path cannot be reached")
+    for text in ("cuda", "gpu", "cuda:0"):
+        with pytest.raises(BackendError) as info:
+            get_backend(text)
+        message = str(info.value)
+        assert "CuPy" in message
+        assert "nnx[cuda12]" in message or "driver" in message
+
+
+def test_cuda_index_beyond_the_devices_present_is_refused():
+    with pytest.raises(BackendError, match="cuda:99|CuPy"):
+        get_backend("cuda:99")
+
+
+def test_available_always_has_cpu_and_only_working_devices():
+    devices = backends.available()
+    assert devices[0] == "cpu"
+    assert "strict" not in devices and "strict" in backends.available(include_strict=True)
+
+
+def test_round_trip_lives_on_the_device(backend):
+    host = np.arange(6, dtype=np.float64).reshape(2, 3)
+    x = backend.asarray(host, dtype=backend.dtype)
+    assert_on(backend, x)
+    assert x.dtype == backend.dtype
+    y = backend.xp.sum(x * 2.0, axis=0)
+    assert_on(backend, y)
+    np.testing.assert_allclose(backend.to_numpy(y), host.sum(axis=0) * 2.0)
+    backend.synchronize()
+
+
+def test_dtype_spellings_resolve_to_the_backend_dtype(backend):
+    for spelling in ("float32", np.float32, np.dtype("float32"), backend.xp.float32):
+        assert backend.resolve_dtype(spelling) == backend.xp.float32
+    assert backend.resolve_dtype(None) == backend.dtype
+    with pytest.raises(BackendError, match="float16"):
+        backend.resolve_dtype("float16")
+
+
+def test_foreign_arrays_are_refused_by_check(backend):
+    if backend.name == "numpy":
+        foreign, what = get_backend("strict").asarray(np.zeros(3)), "an array on"
+    else:
+        foreign, what = np.zeros(3), "a NumPy array on the host"
+    with pytest.raises(BackendError, match=f"weights is {what}"):
+        backend.check(foreign, "weights")
+
+
+def test_strict_device_catches_an_accidental_numpy_call():
+    be = get_backend("strict")
+    x = be.asarray(np.ones(3))
+    with pytest.raises(RuntimeError):
+        np.sum(x)
+    with pytest.raises(RuntimeError):
+        np.asarray(x)
+
+
+def test_namespace_of_refuses_mixed_inputs():
+    strict = get_backend("strict")
+    a, b = np.zeros(2), strict.asarray(np.zeros(2))
+    with pytest.raises(BackendError, match="different"):
+        backends.namespace_of(a, b)
+    cpu_strict = strict.xp.asarray(np.zeros(2))  # array-api-strict's CPU device
+    with pytest.raises(BackendError, match="different devices"):
+        backends.namespace_of(b, cpu_strict)
+    assert backends.namespace_of(b, b) is strict.xp
+
+
+def test_timing_returns_one_positive_figure_per_repeat(backend):
+    x = backend.asarray(np.ones((50, 50)), dtype=backend.dtype)
+    times = backend.time(lambda: backend.xp.matmul(x, x), repeat=4, warmup=1)
+    assert times.shape == (4,) and np.all(times > 0)
+
+
+def test_nnx_info_reports_versions_and_the_auto_choice():
+    out = subprocess.run(
+        [sys.executable, "-m", "nnx.cli", "info"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "numpy" in out and "resolves_to" in out and "reason" in out
+
+
+def test_nnx_info_json_is_valid():
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "nnx.cli", "info", "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    info = json.loads(out)
+    assert info["numpy"] == np.__version__
+    assert info["resolves_to"] in backends.available()
