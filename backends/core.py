@@ -241,7 +241,7 @@ def available(include_strict: bool = False) -> list[str]:
 
 
 def namespace_of(*arrays: Any) -> ModuleType:
-    """The array namespace shared by ``arrays``; a clear error when they mix libraries or devices."""
+    """The namespace shared by ``arrays``; a clear error when they mix libraries or devices."""
     try:
         xp = array_api_compat.array_namespace(*arrays)
     except TypeError as exc:
