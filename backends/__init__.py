@@ -12,9 +12,11 @@ from backends.core import (
     BackendError,
     available,
     default_device,
+    device_of,
     get_backend,
     namespace_of,
     parse_device,
+    xp_of,
 )
 from backends.info import machine_info
 
@@ -25,8 +27,10 @@ __all__ = [
     "BackendError",
     "available",
     "default_device",
+    "device_of",
     "get_backend",
     "machine_info",
     "namespace_of",
     "parse_device",
+    "xp_of",
 ]

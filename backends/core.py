@@ -240,6 +240,27 @@ def available(include_strict: bool = False) -> list[str]:
     return devices
 
 
+_NAMESPACE_BY_TYPE: dict[type, ModuleType] = {}
+
+
+def xp_of(x: Any) -> ModuleType:
+    """The array namespace of one array, cached by its type: cheap enough for a hot loop.
+
+    Use :func:`namespace_of` where several arrays must be checked to agree.
+    """
+    try:
+        return _NAMESPACE_BY_TYPE[type(x)]
+    except KeyError:
+        xp = array_api_compat.array_namespace(x)
+        _NAMESPACE_BY_TYPE[type(x)] = xp
+        return xp
+
+
+def device_of(x: Any) -> Any:
+    """The device of an array, as its namespace's ``device=`` keywords take it."""
+    return array_api_compat.device(x)
+
+
 def namespace_of(*arrays: Any) -> ModuleType:
     """The namespace shared by ``arrays``; a clear error when they mix libraries or devices."""
     try:

@@ -1,0 +1,121 @@
+"""Layers of chapter 5 as plain classes.
+
+``forward`` caches what ``backward`` needs; ``backward(dout)`` returns the gradient with
+respect to the input(s) and stores parameter gradients (``dW``, ``db``). ``dout`` is
+never modified: every layer returns new arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends import xp_of
+from nnx.functions import as_one_hot, log_softmax, sigmoid
+
+Array = Any
+
+
+class MulLayer:
+    """out = x * y (the computational-graph multiply node)."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        return dout * self.y, dout * self.x
+
+
+class AddLayer:
+    """out = x + y (the computational-graph add node)."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        return dout * 1, dout * 1
+
+
+class SquareLayer:
+    """out = x ** 2 (for graphs such as f(x, y) = x^2/20 + y^2)."""
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return x * x
+
+    def backward(self, dout: Any) -> Any:
+        return dout * 2 * self.x
+
+
+class Relu:
+    """max(x, 0); the gradient passes where the input was positive."""
+
+    def forward(self, x: Array) -> Array:
+        xp = xp_of(x)
+        self.mask = x > 0
+        return xp.where(self.mask, x, 0.0)
+
+    def backward(self, dout: Array) -> Array:
+        return xp_of(dout).where(self.mask, dout, 0.0)
+
+
+class Sigmoid:
+    """1 / (1 + exp(-x)); its derivative is out * (1 - out)."""
+
+    def forward(self, x: Array) -> Array:
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout: Array) -> Array:
+        return dout * (1.0 - self.out) * self.out
+
+
+class Affine:
+    """out = x @ W + b, for x of shape (N, ...) flattened to (N, in).
+
+    ``input_grad=False`` skips computing ``dx`` (``backward`` then returns ``None``):
+    the first layer of a network never needs it, and it is a third of the matmul work.
+    """
+
+    def __init__(self, W: Array, b: Array, input_grad: bool = True) -> None:
+        self.W, self.b = W, b
+        self.input_grad = input_grad
+        self.dW: Array | None = None
+        self.db: Array | None = None
+
+    def forward(self, x: Array) -> Array:
+        xp = xp_of(x)
+        self.original_x_shape = x.shape
+        if x.ndim != 2:
+            x = xp.reshape(x, (x.shape[0], -1))
+        self.x = x
+        return xp.matmul(x, self.W) + self.b
+
+    def backward(self, dout: Array) -> Array | None:
+        xp = xp_of(dout)
+        self.dW = xp.matmul(self.x.T, dout)
+        self.db = xp.sum(dout, axis=0)
+        if not self.input_grad:
+            return None
+        dx = xp.matmul(dout, self.W.T)
+        return xp.reshape(dx, self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax and mean cross-entropy in one layer, from the logits.
+
+    The loss is computed by log-sum-exp, so ``backward`` -- ``(softmax - t) / N`` -- is
+    its exact derivative. ``t`` may be class indices (N,) or one-hot rows (N, C).
+    """
+
+    def forward(self, x: Array, t: Array) -> Array:
+        xp = xp_of(x)
+        logp = log_softmax(x)
+        self.t = as_one_hot(t, x.shape[-1], x.dtype)
+        self.y = xp.exp(logp)
+        self.batch_size = x.shape[0]
+        self.loss = -xp.sum(self.t * logp) / self.batch_size
+        return self.loss
+
+    def backward(self, dout: Any = 1.0) -> Array:
+        return (self.y - self.t) * (dout / self.batch_size)
