@@ -8,7 +8,7 @@ for a function that evaluates a whole stack of perturbed copies at once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from backends import device_of, xp_of
@@ -22,23 +22,44 @@ def numerical_diff(f: Callable[[Any], Any], x: Any, h: float = H) -> Any:
     return (f(x + h) - f(x - h)) / (2 * h)
 
 
-def numerical_gradient(f: Callable[[Array], Any], x: Array, h: float = H) -> Array:
+def numerical_gradient(
+    f: Callable[[Array], Any], x: Array, h: float = H, indices: Sequence[int] | None = None
+) -> Array:
     """Gradient of ``f`` at ``x`` by central differences, one coordinate at a time.
 
     As in the book, ``x`` is perturbed in place (and restored), so ``f`` may ignore its
     argument and read ``x`` through a closure, as ``lambda W: net.loss(x, t)`` does.
+    With ``indices`` (flat, C-order positions), only those partial derivatives are
+    computed and returned as a 1-D array in that order: a sample of the full loop.
     """
     xp = xp_of(x)
-    grad = xp.zeros_like(x)
-    for idx in _indices(x.shape):
-        original = x[idx]
-        x[idx] = original + h
-        fxh1 = f(x)
-        x[idx] = original - h
-        fxh2 = f(x)
-        grad[idx] = (fxh1 - fxh2) / (2 * h)
-        x[idx] = original
-    return grad
+    if indices is None:
+        grad = xp.zeros_like(x)
+        for idx in _indices(x.shape):
+            grad[idx] = _central(f, x, idx, h)
+        return grad
+    out = xp.zeros((len(indices),), dtype=x.dtype, device=device_of(x))
+    for m, flat in enumerate(indices):
+        out[m] = _central(f, x, _unravel(int(flat), x.shape), h)
+    return out
+
+
+def _central(f: Callable[[Array], Any], x: Array, idx: tuple[int, ...], h: float) -> Any:
+    original = x[idx]
+    x[idx] = original + h
+    fxh1 = f(x)
+    x[idx] = original - h
+    fxh2 = f(x)
+    x[idx] = original
+    return (fxh1 - fxh2) / (2 * h)
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    idx = []
+    for d in reversed(shape):
+        flat, r = divmod(flat, d)
+        idx.append(r)
+    return tuple(reversed(idx))
 
 
 def numerical_gradient_batched(

@@ -1,0 +1,284 @@
+"""MNIST as the book loads it: ``load_mnist()`` returns host NumPy arrays.
+
+The four IDX files are looked for in one directory, the first of: the ``data_dir``
+argument, ``$NNX_DATA_DIR`` (blank means unset), the user's cache directory
+(:func:`default_data_dir`). Each may be gzip-compressed (``train-images-idx3-ubyte.gz``)
+or plain (``train-images-idx3-ubyte``). With ``download=True`` a missing file is
+downloaded into that same directory, an explicit one included, from the first of
+:data:`MIRRORS` that serves a good copy; with ``download=False`` it is an error.
+
+Every file is checked before use: its gzip stream, IDX header and size, shape, label
+range, and the SHA-256 of its *decompressed* content, so any faithful copy passes
+however it was compressed. A download is written to a temporary file beside its
+destination and renamed into place only once verified: a broken download never
+poisons the cache, and two processes downloading at once do not clash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from contextlib import suppress
+from http.client import HTTPException
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+import numpy as np
+import platformdirs
+from tqdm import tqdm
+
+from nnx.errors import DataError
+from nnx.idx import IdxError, decompress, parse_idx, read_bytes, read_idx
+
+__all__ = [
+    "ENV_VAR",
+    "MIRRORS",
+    "MNIST_FILES",
+    "SHA256",
+    "default_data_dir",
+    "load_mnist",
+    "read_idx",
+    "resolve_data_dir",
+]
+
+ENV_VAR = "NNX_DATA_DIR"
+
+# Role -> file name without ".gz" (the book's ``key_file``, in its order).
+MNIST_FILES: dict[str, str] = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# SHA-256 of each file's decompressed content. Read at call time, so tests can patch it.
+SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# Base URLs tried in order; each serves "<name>.gz". yann.lecun.com, the original home
+# the book downloads from, now answers 403 to scripts, so it is left out: listing it
+# would only replace a useful last error with "HTTP 403".
+MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",  # PyTorch's mirror
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's mirror
+)
+
+TIMEOUT_S = 30.0  # per connection attempt and per read, not for the whole file
+ROWS = COLS = 28
+
+
+def default_data_dir() -> Path:
+    """The user's cache directory for MNIST: ``platformdirs.user_cache_dir("nnx")/mnist``
+    (``$XDG_CACHE_HOME/nnx/mnist``, by default ``~/.cache/nnx/mnist``, on Linux)."""
+    return Path(platformdirs.user_cache_dir("nnx", appauthor=False)) / "mnist"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The directory MNIST is read from: ``data_dir``, else ``$NNX_DATA_DIR``, else
+    :func:`default_data_dir`; blank values count as unset."""
+    for value in (data_dir, os.environ.get(ENV_VAR)):
+        if value is not None and str(value).strip():
+            return Path(value).expanduser()
+    return default_data_dir()
+
+
+def load_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Load MNIST as ``(x_train, t_train), (x_test, t_test)``, like the book's ``load_mnist``.
+
+    Images are ``(N, 784)`` when ``flatten`` else ``(N, 1, 28, 28)``; ``float32`` in
+    [0, 1] when ``normalize`` else ``uint8`` in 0..255. Labels are ``int64`` class
+    indices, or ``(N, 10)`` ``float32`` one-hot rows when ``one_hot_label``. N is 60000
+    for training and 10000 for test. Arrays are always host NumPy arrays.
+
+    ``data_dir`` names the directory holding the four files (else ``$NNX_DATA_DIR``,
+    else :func:`default_data_dir`). ``download`` lets missing files be fetched into that
+    directory; files already there are verified, never replaced.
+
+    Raises :class:`~nnx.errors.DataError`, one sentence saying what to do, when a file is
+    missing (and ``download`` is false or every mirror fails) or fails verification.
+    """
+    directory = resolve_data_dir(data_dir)
+    raw = _load_files(directory, download)
+    splits = []
+    for split in ("train", "test"):
+        images, labels = raw[f"{split}_images"], raw[f"{split}_labels"]
+        if len(images) != len(labels):
+            names = MNIST_FILES[f"{split}_images"], MNIST_FILES[f"{split}_labels"]
+            raise DataError(
+                f"{directory} holds {len(images)} images in {names[0]} but {len(labels)} "
+                f"labels in {names[1]}; replace both with faithful copies"
+            )
+        splits.append((_images(images, normalize, flatten), _labels(labels, one_hot_label)))
+    return splits[0], splits[1]
+
+
+def _images(x: np.ndarray, normalize: bool, flatten: bool) -> np.ndarray:
+    if normalize:
+        out = x.astype(np.float32)
+        out /= np.float32(255)
+    else:
+        out = x.copy()  # x is a read-only view of the decompressed bytes
+    n, rows, cols = x.shape
+    return out.reshape(n, rows * cols) if flatten else out.reshape(n, 1, rows, cols)
+
+
+def _labels(t: np.ndarray, one_hot: bool) -> np.ndarray:
+    t = t.astype(np.int64)
+    if not one_hot:
+        return t
+    rows = np.zeros((t.size, 10), dtype=np.float32)
+    rows[np.arange(t.size), t] = 1.0
+    return rows
+
+
+# -- finding and verifying files ----------------------------------------------------
+
+
+def _load_files(directory: Path, download: bool) -> dict[str, np.ndarray]:
+    """Role -> verified array, downloading missing files into ``directory`` if allowed."""
+    found = {name: _find(directory, name) for name in MNIST_FILES.values()}
+    missing = [name for name, path in found.items() if path is None]
+    if missing and not download:
+        wanted = ", ".join(f"{name}.gz" for name in missing)
+        raise DataError(
+            f"MNIST files missing: put {wanted} (gzip-compressed, or the same names without "
+            f".gz uncompressed) in {directory}, or allow downloading (download=True)"
+        )
+    if missing:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"cannot create {directory} to download MNIST into ({exc.strerror or exc}); "
+                f"choose a writable directory with --data-dir or {ENV_VAR}"
+            ) from exc
+    arrays = {}
+    for role, name in MNIST_FILES.items():
+        path = found[name]
+        arrays[role] = _read_verified(path, name, download) if path else _download(name, directory)
+    return arrays
+
+
+def _find(directory: Path, name: str) -> Path | None:
+    """The file for ``name`` in ``directory``, gzip-compressed preferred, or None."""
+    for candidate in (directory / f"{name}.gz", directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _verify(raw: bytes, name: str) -> np.ndarray:
+    """Parse the decompressed content of MNIST file ``name``; :class:`IdxError` if it is not
+    a faithful copy. Cheap checks first, so the message names the most specific fault."""
+    array = parse_idx(raw)
+    images = "images" in name
+    if images and (array.dtype != np.uint8 or array.shape[1:] != (ROWS, COLS)):
+        raise IdxError(f"holds {array.dtype.name} values of shape {array.shape}, not MNIST images")
+    if not images and (array.dtype != np.uint8 or array.ndim != 1):
+        raise IdxError(f"holds {array.dtype.name} values of shape {array.shape}, not MNIST labels")
+    if not images and array.size and int(array.max()) > 9:
+        raise IdxError(f"holds label {int(array.max())}, outside 0..9")
+    digest, expected = hashlib.sha256(raw).hexdigest(), SHA256.get(name, "")
+    if digest != expected:
+        raise IdxError(
+            f"is not the standard MNIST {name} (the SHA-256 of its decompressed content "
+            f"starts {digest[:16]}, expected {expected[:16]})"
+        )
+    return array
+
+
+def _read_verified(path: Path, name: str, download: bool) -> np.ndarray:
+    try:
+        return _verify(read_bytes(path), name)
+    except IdxError as exc:
+        fix = (
+            "delete it to download a fresh copy"
+            if download
+            else f"replace it with a faithful copy of {name}.gz"
+        )
+        raise DataError(f"{path} {exc}; {fix}") from exc
+
+
+# -- downloading ----------------------------------------------------------------------
+
+
+def _download(name: str, directory: Path) -> np.ndarray:
+    """Fetch ``name``.gz from the first mirror that serves a verified copy; keep it in
+    ``directory`` and return its array."""
+    target = directory / f"{name}.gz"
+    mirrors = tuple(MIRRORS)
+    reason = "no mirrors are configured"
+    for mirror in mirrors:
+        url = f"{mirror.rstrip('/')}/{target.name}"
+        try:
+            return _fetch(url, target, name)
+        except (OSError, HTTPException, ValueError) as exc:  # URLError and IdxError included
+            reason = _describe(exc)
+    raise DataError(
+        f"could not download {target.name} into {directory} from any mirror "
+        f"(tried {', '.join(mirrors) or 'none'}; last error: {reason}); to work offline, "
+        f"copy the four MNIST files into a directory and pass it with --data-dir or {ENV_VAR}"
+    )
+
+
+def _fetch(url: str, target: Path, name: str) -> np.ndarray:
+    # A unique name in the destination directory, so os.replace is an atomic rename and
+    # concurrent downloaders never write the same file; O_EXCL with 0o666 honours umask.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write to {target.parent} ({exc.strerror or exc}); choose a writable "
+            f"directory with --data-dir or {ENV_VAR}"
+        ) from exc
+    done = False
+    try:
+        chunks = []
+        request = Request(url, headers={"User-Agent": "nnx-mnist-loader"})
+        with os.fdopen(fd, "wb") as out, urlopen(request, timeout=TIMEOUT_S) as response:
+            size = response.headers.get("Content-Length")
+            show = bool(getattr(sys.stderr, "isatty", None) and sys.stderr.isatty())
+            with tqdm(
+                total=int(size) if size and size.isdigit() else None,
+                desc=target.name, unit="B", unit_scale=True, disable=not show,
+            ) as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        array = _verify(decompress(b"".join(chunks)), name)
+        os.replace(tmp, target)
+        done = True
+        return array
+    finally:
+        if not done:
+            with suppress(OSError):
+                tmp.unlink()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, URLError):
+        return str(exc.reason)
+    if isinstance(exc, IdxError):
+        return f"the file it served {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {TIMEOUT_S:g} s"
+    return str(exc) or type(exc).__name__
