@@ -95,6 +95,33 @@ def synchronize() -> None:
     cupy.cuda.get_current_stream().synchronize()
 
 
+class EventTimer:
+    """Intervals measured by CUDA events: recording does not wait for the GPU."""
+
+    def __init__(self) -> None:
+        self._cupy, _ = _import()
+        self._pairs: list[tuple[Any, Any]] = []
+        self._start: Any = None
+
+    def start(self) -> None:
+        self._start = self._cupy.cuda.Event()
+        self._start.record()
+
+    def stop(self) -> None:
+        end = self._cupy.cuda.Event()
+        end.record()
+        self._pairs.append((self._start, end))
+
+    def drain(self) -> list[float]:
+        if not self._pairs:
+            return []
+        self._pairs[-1][1].synchronize()
+        get = self._cupy.cuda.get_elapsed_time
+        times = [get(a, b) / 1000.0 for a, b in self._pairs]
+        self._pairs = []
+        return times
+
+
 def describe() -> list[dict[str, Any]]:
     """Name, memory and versions of each GPU CuPy sees (empty when none)."""
     cupy, _ = _import()

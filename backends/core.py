@@ -146,8 +146,42 @@ class Backend:
             times[i] = time.perf_counter() - start
         return times
 
+    def interval_timer(self) -> IntervalTimer:
+        """A timer for many short intervals that never stalls the device between them.
+
+        On CUDA each interval is a pair of events on the stream, read back by ``drain``;
+        on CPU it is the wall clock (the work is done when the call returns).
+        """
+        if self.name == "cupy":
+            return _cuda.EventTimer()
+        return _HostTimer()
+
     def __str__(self) -> str:
         return f"{self.device} ({self.name})"
+
+
+class IntervalTimer:
+    """``start()``/``stop()`` around each interval; ``drain()`` returns their seconds."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def drain(self) -> list[float]: ...
+
+
+class _HostTimer(IntervalTimer):
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self._times: list[float] = []
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self._times.append(time.perf_counter() - self._t0)
+
+    def drain(self) -> list[float]:
+        times, self._times = self._times, []
+        return times
 
 
 def _is_dtype(dtype: Any, name: str, xp_dtype: Any) -> bool:

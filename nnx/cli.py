@@ -17,6 +17,7 @@ from nnx.errors import NnxError
 
 SUBCOMMANDS = {
     "info": ("nnx.info", "show versions, devices and what --device auto picks"),
+    "train": ("nnx.train_cli", "train the two-layer net on MNIST"),
 }
 
 

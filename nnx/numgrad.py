@@ -115,8 +115,13 @@ def _delta_loss(s: _State, k: int, kind: str, coords: Array, step: Array) -> Arr
         return xp.mean(xp.log1p(p * xp.expm1(d)) - t * d, axis=1)
     act = s.acts[k]
     before = xp.take(s.outputs[k], cols, axis=1).T
-    dz = act(before + d) - act(before)
+    dz = act(before + d) - act(before)  # (K, N): change of activation column ``cols``
     w_next = xp.take(s.affines[k + 1].W, cols, axis=0)  # (K, out)
+    if k + 1 == len(s.outputs) - 1:
+        # The logits move by the rank-one dz[:, :, None] * w_next[:, None, :]; the true
+        # class's share of it is dz * (w_next @ t.T), with no (K, N, C) product needed.
+        moved = xp.vecdot(xp.expm1(dz[:, :, None] * w_next[:, None, :]), s.p, axis=-1)
+        return xp.mean(xp.log1p(moved) - dz * xp.matmul(w_next, s.t.T), axis=1)
     delta = dz[:, :, None] * w_next[:, None, :]  # (K, N, out): change of the next output
     for j in range(k + 1, len(s.outputs) - 1):
         z = s.acts[j](s.outputs[j] + delta)
@@ -127,5 +132,5 @@ def _delta_loss(s: _State, k: int, kind: str, coords: Array, step: Array) -> Arr
 def _loss_change(s: _State, d: Array) -> Array:
     """mean_n [log(sum_c p_nc exp(d_nc)) - d_n,t] for a stack of logit changes (K, N, C)."""
     xp = s.xp
-    moved = xp.sum(s.p * xp.expm1(d), axis=2)
-    return xp.mean(xp.log1p(moved) - xp.sum(s.t * d, axis=2), axis=1)
+    moved = xp.vecdot(xp.expm1(d), s.p, axis=-1)
+    return xp.mean(xp.log1p(moved) - xp.vecdot(d, s.t, axis=-1), axis=1)

@@ -1,0 +1,281 @@
+"""Mini-batch training of chapter 5, on any device, with backprop or numerical gradients.
+
+The loop follows the book (random mini-batches drawn with replacement, evaluation on the
+whole training and test sets once per epoch) and records what the book's table shows:
+the loss and the gradient time of every iteration, and accuracies per epoch.
+
+On a GPU nothing in an iteration waits for the device: the data set stays resident,
+batch indices for a whole epoch are moved at once, gradient times are CUDA events, and
+losses are read back every ``CHECK_EVERY`` iterations (when divergence is checked).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from backends import Backend, get_backend
+from nnx.errors import InputError
+from nnx.functions import one_hot
+from nnx.network import ACTIVATIONS, METHODS, MultiLayerNet
+from nnx.optimizers import make_optimizer
+
+GRADS = ("backprop", "numerical")
+CHECK_EVERY = 50  # iterations between reads of the loss (divergence checks)
+# A loss this many times the first one counts as diverged: with log-sum-exp the loss grows
+# with the logits instead of saturating, and can take thousands of steps to overflow.
+DIVERGENCE_FACTOR = 1000.0
+EVAL_CHUNK = 10_000  # rows per forward pass when measuring accuracy
+
+Data = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class TrainConfig:
+    """What a training run does; the defaults are the book's (chapter 5, ``train_neuralnet.py``)."""
+
+    device: str = "auto"
+    dtype: str = "float64"
+    grad: str = "backprop"
+    numerical_method: str = "vectorized"
+    iters: int = 10_000
+    batch_size: int = 100
+    lr: float = 0.1
+    hidden: Sequence[int] = (50,)
+    activation: str = "relu"
+    weight_init_std: float | str = 0.01
+    optimizer: str = "sgd"
+    optimizer_options: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    eval_every: int | None = None  # None: once per epoch (train size / batch size)
+
+    def validate(self, train_size: int | None = None) -> None:
+        """Raise :class:`InputError` (one sentence) for any value the run cannot use."""
+        if self.grad not in GRADS:
+            raise InputError(f"unknown gradient {self.grad!r}: expected one of {', '.join(GRADS)}")
+        if self.numerical_method not in METHODS:
+            raise InputError(
+                f"unknown numerical method {self.numerical_method!r}: "
+                f"expected one of {', '.join(METHODS)}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise InputError(
+                f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
+            )
+        _positive_int("iters", self.iters)
+        _positive_int("batch size", self.batch_size)
+        if self.eval_every is not None:
+            _positive_int("eval every", self.eval_every)
+        for h in self.hidden:
+            _positive_int("hidden size", h)
+        if not self.hidden:
+            raise InputError("hidden needs at least one layer size")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"learning rate must be a positive number, got {self.lr}")
+        if train_size is not None and self.batch_size > train_size:
+            raise InputError(
+                f"batch size {self.batch_size} is larger than the {train_size} training examples"
+            )
+
+    def iters_per_epoch(self, train_size: int) -> int:
+        return max(train_size // self.batch_size, 1)
+
+
+@dataclass
+class TrainResult:
+    """The trained net, its history, and how the run ended."""
+
+    net: MultiLayerNet
+    history: dict[str, list]
+    status: str  # "completed", "interrupted" or "diverged"
+    elapsed: float
+    message: str = ""
+
+
+def train(
+    config: TrainConfig,
+    data: Data,
+    log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train on ``data`` = ``((x_train, t_train), (x_test, t_test))`` (host arrays, labels
+    as class indices) and return the result; Ctrl-C ends the run early, keeping what was done.
+
+    ``log`` receives one line per epoch (default: stdout); ``progress`` shows a bar
+    (default: only when stderr is a terminal).
+    """
+    (x_train, t_train), (x_test, t_test) = data
+    _check_data(x_train, t_train, "training")
+    _check_data(x_test, t_test, "test")
+    config.validate(train_size=x_train.shape[0])
+    be = get_backend(config.device, config.dtype)
+    init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(2)
+    net = MultiLayerNet(
+        x_train.shape[1], list(config.hidden), 10, config.activation,
+        config.weight_init_std, device=be, seed=init_seed,
+    )
+    optimizer = make_optimizer(config.optimizer, lr=config.lr, **config.optimizer_options)
+    show = sys.stderr.isatty() if progress is None else progress
+    write = log or tqdm.write
+
+    train_set = _to_device(be, x_train, t_train)
+    test_set = _to_device(be, x_test, t_test)
+    gradient = _gradient_fn(net, config)
+    per_epoch = config.iters_per_epoch(x_train.shape[0])
+    eval_every = config.eval_every or per_epoch
+    rng = np.random.default_rng(batch_seed)
+    history: dict[str, list] = {k: [] for k in (
+        "loss", "grad_time", "eval_iter", "eval_epoch", "train_acc", "test_acc", "eval_elapsed")}
+
+    write(f"training {describe(net)} on {be} ({be.reason})")
+    write(f"{config.grad} gradient, {config.iters} iterations, batch {config.batch_size}, "
+          f"{config.optimizer} lr {config.lr}, seed {config.seed}")
+    timer = be.interval_timer()
+    pending: list[Any] = []  # device 0-d losses not yet read back
+    status, message = "completed", ""
+    start = time.perf_counter()
+    bar = tqdm(total=config.iters, disable=not show, unit="it", leave=False, file=sys.stderr)
+    i = 0
+    try:
+        while i < config.iters and status == "completed":
+            block = min(eval_every - i % eval_every, config.iters - i)
+            batches = be.asarray(rng.integers(0, x_train.shape[0], size=(block, config.batch_size)))
+            for b in range(block):
+                x, t = _batch(be, train_set, batches[b, :])
+                timer.start()
+                grads = gradient(x, t)
+                timer.stop()
+                optimizer.update(net.params, grads)
+                pending.append(net.last_layer.loss)
+                i += 1
+                if len(pending) == CHECK_EVERY or b == block - 1:
+                    status, message = _read_back(be, pending, timer, history, config)
+                    pending = []
+                    bar.update(i - bar.n)
+                    if status != "completed":
+                        break
+            if status == "completed":
+                _evaluate(net, train_set, test_set, history, i, per_epoch, start)
+                write(_epoch_line(history, per_epoch))
+    except KeyboardInterrupt:
+        _read_back(be, pending, timer, history, config)
+        status, message = "interrupted", f"interrupted after {len(history['loss'])} iterations"
+    finally:
+        bar.close()
+    return TrainResult(net, history, status, time.perf_counter() - start, message)
+
+
+def describe(net: MultiLayerNet) -> str:
+    """E.g. "784-50-10 relu net"."""
+    return f"{'-'.join(map(str, net.sizes))} {net.activation} net"
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out["hidden"] = list(config.hidden)
+    return out
+
+
+# -- the pieces of the loop ---------------------------------------------------------------
+
+
+def _gradient_fn(net: MultiLayerNet, config: TrainConfig) -> Callable[[Any, Any], dict]:
+    if config.grad == "backprop":
+        return lambda x, t: net.gradient(x, t, check=False)
+
+    def numerical(x: Any, t: Any) -> dict:
+        grads = net.numerical_gradient(x, t, method=config.numerical_method)
+        net.loss(x, t, check=False)  # the loss of this batch, for the history
+        return grads
+
+    return numerical
+
+
+def _to_device(be: Backend, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any, Any]:
+    """Images in the net's dtype, labels as indices and as one-hot rows, all on the device."""
+    x_dev = be.asarray(x, dtype=be.dtype)
+    t_dev = be.asarray(t.astype(np.int64))
+    return x_dev, t_dev, one_hot(t_dev, 10, be.dtype)
+
+
+def _batch(be: Backend, data: tuple[Any, Any, Any], idx: Any) -> tuple[Any, Any]:
+    xp = be.xp
+    x, _, t_hot = data
+    return xp.take(x, idx, axis=0), xp.take(t_hot, idx, axis=0)
+
+
+def _read_back(
+    be: Backend, pending: list[Any], timer: Any, history: dict, config: TrainConfig
+) -> tuple[str, str]:
+    """Move the pending losses and gradient times to the history; detect divergence."""
+    times = timer.drain()
+    if not pending:
+        return "completed", ""
+    losses = be.to_numpy(be.xp.stack(pending)).astype(float)
+    n = min(len(losses), len(times))
+    first = len(history["loss"])
+    history["loss"].extend(losses[:n].tolist())
+    history["grad_time"].extend(times[:n])
+    limit = DIVERGENCE_FACTOR * max(history["loss"][0], 1.0) if history["loss"] else np.inf
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~np.isfinite(losses[:n]) | (losses[:n] > limit))
+    if bad.size:
+        at = first + int(bad[0]) + 1
+        return "diverged", (
+            f"the loss became {losses[bad[0]]:.4g} at iteration {at}: training diverged; "
+            f"try a smaller learning rate (e.g. --lr {config.lr / 10:g})"
+        )
+    return "completed", ""
+
+
+def _evaluate(net: MultiLayerNet, train_set: tuple, test_set: tuple, history: dict,
+              i: int, per_epoch: int, start: float) -> None:
+    history["eval_iter"].append(i)
+    history["eval_epoch"].append(i / per_epoch)
+    history["train_acc"].append(_accuracy(net, train_set))
+    history["test_acc"].append(_accuracy(net, test_set))
+    history["eval_elapsed"].append(time.perf_counter() - start)
+
+
+def _accuracy(net: MultiLayerNet, data: tuple[Any, Any, Any]) -> float:
+    """Accuracy over a whole set, in chunks so the hidden activations stay small."""
+    xp = net.xp
+    x, t, _ = data
+    correct = 0.0
+    for s in range(0, x.shape[0], EVAL_CHUNK):
+        y = xp.argmax(net.predict(x[s : s + EVAL_CHUNK, ...]), axis=1)
+        correct += float(xp.sum(xp.astype(y == t[s : s + EVAL_CHUNK], xp.float64)))
+    return correct / x.shape[0]
+
+
+def _epoch_line(history: dict, per_epoch: int) -> str:
+    i = history["eval_iter"][-1]
+    prev = history["eval_iter"][-2] if len(history["eval_iter"]) > 1 else 0
+    grad_ms = 1000 * float(np.mean(history["grad_time"][prev:i]))
+    loss = float(np.mean(history["loss"][prev:i]))
+    return (f"epoch {history['eval_epoch'][-1]:6.2f}  iter {i:6d}  grad {grad_ms:9.3f} ms  "
+            f"loss {loss:.4f}  train acc {history['train_acc'][-1]:.4f}  "
+            f"test acc {history['test_acc'][-1]:.4f}  {history['eval_elapsed'][-1]:7.1f} s")
+
+
+def _check_data(x: np.ndarray, t: np.ndarray, name: str) -> None:
+    if x.ndim != 2 or t.ndim != 1 or x.shape[0] != t.shape[0] or x.shape[0] == 0:
+        raise InputError(
+            f"{name} data must be images (N, D) and labels (N,), got {x.shape} and {t.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{name} images contain NaN or infinite values")
+    if t.min() < 0 or t.max() > 9:
+        raise InputError(f"{name} labels must be class indices 0..9")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value}")
