@@ -32,6 +32,9 @@ def _count() -> tuple[int, str]:
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError and friends: no driver, no device
+        if _driver_version(cupy) == 0:
+            # CUDA calls a missing driver "insufficient"; say what is really wrong.
+            return 0, f"CuPy is installed but no NVIDIA driver is visible; {DRIVER_HINT}"
         return 0, f"CuPy is installed but no CUDA device answers ({_short(exc)}); {DRIVER_HINT}"
     if n == 0:
         return 0, f"CuPy is installed but it sees no CUDA device; {DRIVER_HINT}"
@@ -50,6 +53,13 @@ def _device_problem(index: int) -> str:
     if value != 6.0:
         return f"CUDA device cuda:{index} computed a wrong result in a self-test"
     return ""
+
+
+def _driver_version(cupy: ModuleType) -> int | None:
+    try:
+        return int(cupy.cuda.runtime.driverGetVersion())
+    except Exception:  # the query itself failing tells us nothing more
+        return None
 
 
 def _short(exc: BaseException) -> str:

@@ -249,9 +249,11 @@ def _accuracy(net: MultiLayerNet, data: tuple[Any, Any, Any]) -> float:
     xp = net.xp
     x, t, _ = data
     correct = 0.0
-    for s in range(0, x.shape[0], EVAL_CHUNK):
-        y = xp.argmax(net.predict(x[s : s + EVAL_CHUNK, ...]), axis=1)
-        correct += float(xp.sum(xp.astype(y == t[s : s + EVAL_CHUNK], xp.float64)))
+    n = x.shape[0]
+    for s in range(0, n, EVAL_CHUNK):
+        e = min(s + EVAL_CHUNK, n)  # the standard leaves out-of-bounds slice stops undefined
+        y = xp.argmax(net.predict(x[s:e, ...]), axis=1)
+        correct += float(xp.sum(xp.astype(y == t[s:e], xp.float64)))
     return correct / x.shape[0]
 
 

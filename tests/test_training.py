@@ -1,0 +1,234 @@
+"""Training: the book's run end to end, reproducibility across devices, the run directory,
+and every bad input ending in one sentence with nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnx.errors import InputError
+from nnx.mnist import load_mnist
+from nnx.runio import load_params
+from nnx.training import TrainConfig, train
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def mnist(request):
+    from tests.conftest import SHARED_MNIST
+
+    return load_mnist(data_dir=SHARED_MNIST, download=False)
+
+
+def _small(mnist, n_train=2000, n_test=500):
+    (x, t), (xt, tt) = mnist
+    return (x[:n_train], t[:n_train]), (xt[:n_test], tt[:n_test])
+
+
+def _nnx(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nnx.cli", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_same_seed_same_run_on_every_backend(mnist, backend64):
+    """Batches and initial weights come from the host Generator: the same seed gives the
+    same losses on every device (to rounding; numpy and strict share kernels)."""
+    config = TrainConfig(device="cpu", iters=60, eval_every=30, seed=3)
+    reference = train(config, _small(mnist), log=lambda _: None, progress=False)
+    config.device = backend64.device
+    result = train(config, _small(mnist), log=lambda _: None, progress=False)
+    np.testing.assert_allclose(result.history["loss"], reference.history["loss"], rtol=1e-9)
+    assert result.history["test_acc"] == pytest.approx(reference.history["test_acc"], abs=0.003)
+    for key, value in result.net.params.items():
+        assert result.net.backend.owns(value), key
+
+
+def test_different_seeds_give_different_runs(mnist):
+    runs = [
+        train(TrainConfig(device="cpu", iters=20, seed=s), _small(mnist), log=lambda _: None)
+        for s in (0, 1)
+    ]
+    assert runs[0].history["loss"] != runs[1].history["loss"]
+
+
+def test_history_has_one_entry_per_iteration_and_evaluation(mnist):
+    config = TrainConfig(device="cpu", iters=130, batch_size=50, eval_every=None)
+    result = train(config, _small(mnist), log=lambda _: None)
+    h = result.history
+    assert result.status == "completed"
+    assert len(h["loss"]) == len(h["grad_time"]) == 130
+    # 2000 examples / batch 50 = 40 iterations per epoch: evaluations at 40, 80, 120 and the end.
+    assert h["eval_iter"] == [40, 80, 120, 130]
+    assert h["eval_epoch"] == pytest.approx([1, 2, 3, 3.25])
+    assert all(t > 0 for t in h["grad_time"])
+    assert h["loss"][-1] < h["loss"][0]
+
+
+def test_numerical_gradient_training_follows_backprop(mnist):
+    """A few steps with the numerical gradient track backprop's steps on a small net."""
+    data = _small(mnist, 500, 100)
+    runs = {}
+    for grad in ("backprop", "numerical"):
+        config = TrainConfig(device="cpu", grad=grad, iters=5, hidden=(8,), eval_every=5)
+        runs[grad] = train(config, data, log=lambda _: None)
+    np.testing.assert_allclose(
+        runs["numerical"].history["loss"], runs["backprop"].history["loss"], rtol=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_book_run_reaches_the_books_accuracy(mnist):
+    """The book's configuration (ReLU, 50 hidden, batch 100, lr 0.1, 10000 iterations)
+    ends near 0.968 test accuracy in the book; we require at least 0.965."""
+    result = train(TrainConfig(device="cpu"), mnist, log=lambda _: None)
+    assert result.status == "completed"
+    assert len(result.history["eval_iter"]) == 17  # 16 epochs of 600 and the end
+    assert result.history["test_acc"][-1] >= 0.965
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("batch_size", 0, "batch size"),
+        ("batch_size", 5000, "larger than"),
+        ("lr", -0.1, "learning rate"),
+        ("lr", float("nan"), "learning rate"),
+        ("iters", 0, "iters"),
+        ("activation", "tanh", "activation"),
+        ("grad", "symbolic", "gradient"),
+        ("hidden", (0,), "hidden"),
+    ],
+)
+def test_bad_config_is_refused_before_training(mnist, field, value, words):
+    config = TrainConfig(device="cpu", iters=5)
+    setattr(config, field, value)
+    with pytest.raises(InputError, match=words):
+        train(config, _small(mnist), log=lambda _: None)
+
+
+def test_bad_data_is_refused(mnist):
+    (x, t), test = _small(mnist)
+    x = x.copy()
+    x[3, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        train(TrainConfig(device="cpu", iters=2), ((x, t), test), log=lambda _: None)
+    with pytest.raises(InputError, match="labels"):
+        train(TrainConfig(device="cpu", iters=2), ((x[:10], t[:11]), test), log=lambda _: None)
+
+
+def test_cli_writes_a_complete_run_directory(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _nnx("train", "--device", "cpu", "--iters", "40", "--eval-every", "20",
+                "--data-dir", str(mnist_dir), "--out", str(out), "--seed", "7")
+    assert proc.returncode == 0, proc.stderr
+    assert "test acc" in proc.stdout
+    names = {p.name for p in out.iterdir()}
+    assert names == {"config.json", "history.json", "history.csv", "epochs.csv",
+                     "accuracy.png", "loss.png", "params.npz"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 7 and config["resolved_device"] == "cpu"
+    history = json.loads((out / "history.json").read_text())
+    for key in ("loss", "grad_time", "train_acc", "test_acc"):
+        assert key in history
+    assert len(history["loss"]) == len(history["grad_time"]) == 40
+    assert len(history["test_acc"]) == 2 and history["status"] == "completed"
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and float(rows[0]["loss"]) == pytest.approx(history["loss"][0])
+    for png in ("accuracy.png", "loss.png"):
+        assert (out / png).read_bytes().startswith(PNG)
+    params = load_params(out / "params.npz")  # loads with allow_pickle=False
+    assert params["W1"].shape == (784, 50) and params["b2"].shape == (10,)
+
+
+def _assert_one_sentence_error(proc: subprocess.CompletedProcess, words: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    err = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr
+    assert words in err[-1], err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--batch-size", "0"], "batch size must be a positive integer"),
+        (["--lr", "-1"], "learning rate must be a positive number"),
+        (["--batch-size", "70000"], "larger than the 60000 training examples"),
+        (["--activation", "tanh"], "invalid choice: 'tanh'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--optimizer", "adam", "--momentum", "0.5"], "no hyper-parameter 'momentum'"),
+    ],
+)
+def test_cli_bad_flags_are_one_sentence_and_leave_nothing(mnist_dir, tmp_path, args, words):
+    out = tmp_path / "run"
+    proc = _nnx("train", "--data-dir", str(mnist_dir), "--out", str(out), "--iters", "5", *args)
+    _assert_one_sentence_error(proc, words)
+    assert not out.exists()
+
+
+def test_cli_missing_data_names_the_files_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    proc = _nnx("train", "--data-dir", str(tmp_path / "empty"), "--no-download",
+                "--out", str(out), "--iters", "5")
+    _assert_one_sentence_error(proc, "train-images-idx3-ubyte.gz")
+    assert not out.exists()
+
+
+def test_cli_unwritable_output_directory(mnist_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = _nnx("train", "--data-dir", str(mnist_dir), "--out", str(blocker / "run"))
+    _assert_one_sentence_error(proc, "cannot write to output directory")
+
+
+def test_cli_divergence_names_the_iteration(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _nnx("train", "--data-dir", str(mnist_dir), "--out", str(out), "--lr", "1e6",
+                "--iters", "200", "--no-plots")
+    _assert_one_sentence_error(proc, "training diverged")
+    assert "at iteration" in proc.stderr and "smaller learning rate" in proc.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "diverged"
+    assert not (out / "params.npz").exists()  # no checkpoint of a diverged net
+
+
+def test_ctrl_c_stops_cleanly_after_saving(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnx.cli", "train", "--device", "cpu", "--data-dir",
+         str(mnist_dir), "--out", str(out), "--iters", "100000", "--eval-every", "100",
+         "--no-plots"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 120
+    line = ""
+    while "epoch" not in line and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "interrupted"
+    assert 100 <= len(history["loss"]) < 100000
+    assert len(history["loss"]) == len(history["grad_time"])
+    assert load_params(out / "params.npz")["W1"].shape == (784, 50)
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_main_command_is_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "nnx train" in readme
