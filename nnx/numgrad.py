@@ -1,19 +1,21 @@
 """The vectorised numerical gradient of a layered net: every central difference at once.
 
 It computes the same quantity as the book's loop -- (L(w + h) - L(w - h)) / 2h for each
-parameter w, with the same floating-point step -- but uses what a perturbation of one
-parameter can change, and evaluates thousands of perturbed nets in one array operation:
+parameter w, with the same floating-point step -- but evaluates all perturbed nets in a
+few array operations, using what a perturbation of one parameter can change:
 
-- perturbing ``W[i, j]`` of an Affine layer by s adds ``s * x[:, i]`` to column ``j`` of
-  its output only (``b[j]``: adds s);
+- the loss is a mean over rows, and perturbing ``W[i, j]`` of an Affine layer by s
+  changes row n only through ``s * x[n, i]`` added to output column ``j``; rows with
+  ``x[n, i] == 0`` (most MNIST pixels) do not change at all and are skipped. The bias is
+  handled as a weight on an extra input column of ones;
 - the activation after it changes only that column, so the next Affine's output moves
-  by the rank-one ``dz[:, None] * W_next[j, :]``;
-- any later layers are evaluated on the stack of perturbed activations.
+  by the rank-one ``dz * W_next[j, :]``; later layers are evaluated on the moved rows.
 
-The loss change of each perturbed copy is then computed from the change of the logits
-``d`` as ``mean_n [ log(sum_c p_nc exp(d_nc)) - d_n,t ]`` (``p`` the unperturbed softmax),
-written with ``log1p``/``expm1``: the same loss difference, without subtracting two
-nearly equal losses, so it is at least as accurate as the loop's.
+Each moved row's loss change comes from its logits' change ``d`` as
+``log(sum_c p_c exp(d_c)) - d_t`` (``p`` the unperturbed softmax of that row), written
+with ``log1p``/``expm1``: the same difference of losses, without subtracting two nearly
+equal numbers, so it is at least as accurate as the loop's. Summing the row changes of
+each parameter and dividing by N and 2h gives its central difference.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from nnx.layers import Affine, Relu, Sigmoid
 
 Array = Any
 _ACT = {Relu: relu, Sigmoid: sigmoid}
-# Elements of the largest temporary stack: 2**22 float64 values are 32 MiB.
+# Elements of the largest temporary array: 2**22 float64 values are 32 MiB.
 DEFAULT_BUDGET = 2**22
 
 
@@ -38,99 +40,107 @@ def layered_numerical_gradient(
     ``net`` is a :class:`nnx.network.MultiLayerNet` (float64 for meaningful results);
     ``budget`` bounds the elements of the largest temporary array.
     """
-    xp = net.xp
-    state = _forward(net, x, t)
+    s = _forward(net, x, t)
     grads: dict[str, Array] = {}
-    for k in range(len(state.affines)):
-        for kind in ("W", "b"):
-            param = net.params[f"{kind}{k + 1}"]
-            flat = xp.reshape(param, (-1,))
-            n = flat.shape[0]
-            width = state.widths[k]
-            chunk = max(1, budget // max(1, x.shape[0] * width))
-            parts = []
-            for start in range(0, n, chunk):
-                coords = xp.arange(start, min(start + chunk, n), device=device_of(x))
-                w = xp.take(flat, coords)
-                # The loop's real steps: (w + h) - w is not exactly h in floating point.
-                up = _delta_loss(state, k, kind, coords, (w + h) - w)
-                down = _delta_loss(state, k, kind, coords, (w - h) - w)
-                parts.append((up - down) / (2 * h))
-            grads[f"{kind}{k + 1}"] = xp.reshape(xp.concat(parts), param.shape)
+    for k, layer in enumerate(s.affines):
+        n_in = layer.W.shape[0]
+        g = _affine_gradient(s, k, h, budget)
+        grads[f"W{k + 1}"], grads[f"b{k + 1}"] = g[:n_in, :], g[n_in, :]
     return grads
 
 
 class _State:
     """One forward pass: each Affine's input and output, each activation, softmax, labels."""
 
-    def __init__(self) -> None:
+    def __init__(self, net: Any, x: Array, t: Array) -> None:
+        self.xp = net.xp
+        self.affines: list[Affine] = net._affines()
         self.inputs: list[Array] = []
         self.outputs: list[Array] = []
         self.acts: list[Any] = []
-        self.widths: list[int] = []
-        self.affines: list[Affine] = []
-        self.xp: Any = None
         self.p: Array = None
         self.t: Array = None
 
 
 def _forward(net: Any, x: Array, t: Array) -> _State:
     xp = net.xp
-    s = _State()
-    s.xp = xp
-    s.affines = net._affines()
-    h = xp.reshape(x, (x.shape[0], -1))
+    s = _State(net, x, t)
+    a = xp.reshape(x, (x.shape[0], -1))
     for layer in net.layers:
         if isinstance(layer, Affine):
-            s.inputs.append(h)
-            h = xp.matmul(h, layer.W) + layer.b
-            s.outputs.append(h)
+            s.inputs.append(a)
+            a = xp.matmul(a, layer.W) + layer.b
+            s.outputs.append(a)
         else:
             s.acts.append(_ACT[type(layer)])
-            h = s.acts[-1](h)
-    s.p = softmax(h)
-    s.t = as_one_hot(t, h.shape[-1], h.dtype)
-    # The widest stack a perturbation of Affine k builds: the widest later output, or
-    # (for the last layer) one logit column per copy.
-    n = len(s.outputs)
-    s.widths = [max((o.shape[-1] for o in s.outputs[k + 1 :]), default=1) for k in range(n)]
+            a = s.acts[-1](a)
+    s.p = softmax(a)
+    s.t = as_one_hot(t, a.shape[-1], a.dtype)
     return s
 
 
-def _delta_loss(s: _State, k: int, kind: str, coords: Array, step: Array) -> Array:
-    """Loss change of each perturbed copy: coordinate ``coords[m]`` moved by ``step[m]``."""
+def _affine_gradient(s: _State, k: int, h: float, budget: int) -> Array:
+    """Central differences for ``[W; b]`` of Affine ``k``, shape (in + 1, out)."""
     xp = s.xp
-    out_width = s.outputs[k].shape[-1]
-    cols = coords % out_width if kind == "W" else coords
-    if kind == "W":
-        rows = coords // out_width
-        d = step[:, None] * xp.take(s.inputs[k], rows, axis=1).T  # (K, N)
-    else:
-        d = step[:, None] * xp.ones_like(s.outputs[k][:, 0])[None, :]
-    last = k == len(s.outputs) - 1
-    if last:
-        # Only logit column ``cols`` moves: log(1 + p_j expm1(d)) - t_j d per row.
-        p = xp.take(s.p, cols, axis=1).T
-        t = xp.take(s.t, cols, axis=1).T
-        return xp.mean(xp.log1p(p * xp.expm1(d)) - t * d, axis=1)
+    layer = s.affines[k]
+    n, n_out = s.outputs[k].shape
+    dev = device_of(layer.W)
+    ones = xp.ones((n, 1), dtype=layer.W.dtype, device=dev)
+    x_aug = xp.concat([s.inputs[k], ones], axis=1)  # (N, in + 1)
+    w_aug = xp.concat([layer.W, layer.b[None, :]], axis=0)  # (in + 1, out)
+    # The loop's real steps: (w + h) - w is not exactly h in floating point.
+    up, down = (w_aug + h) - w_aug, (w_aug - h) - w_aug
+    # Pairs (input i, row n) where x[n, i] != 0, sorted by i: the only rows that move.
+    nonzero = x_aug.T != 0
+    pairs = xp.nonzero(xp.reshape(nonzero, (-1,)))[0]
+    x_flat = xp.reshape(x_aug.T, (-1,))
+    width = n_out * max([o.shape[-1] for o in s.outputs[k + 1 :]] + [1])
+    chunk = max(1, budget // width)
+    parts = []
+    for start in range(0, pairs.shape[0], chunk):
+        p = pairs[start : min(start + chunk, pairs.shape[0])]
+        i, rows = p // n, p % n
+        xv = xp.take(x_flat, p)[:, None]
+        d_up = xp.take(up, i, axis=0) * xv  # (P, out): each column a separate copy
+        d_down = xp.take(down, i, axis=0) * xv
+        parts.append(_row_change(s, k, rows, d_up) - _row_change(s, k, rows, d_down))
+    if not parts:
+        return xp.zeros_like(w_aug)
+    u = xp.concat(parts, axis=0)  # (pairs, out)
+    # Sum each input's rows: differences of a running sum at the segment ends.
+    counts = xp.sum(xp.astype(nonzero, xp.int64), axis=1)
+    ends = xp.cumulative_sum(counts)
+    total = xp.concat([xp.zeros((1, n_out), dtype=u.dtype, device=dev),
+                       xp.cumulative_sum(u, axis=0)], axis=0)
+    g = xp.take(total, ends, axis=0) - xp.take(total, ends - counts, axis=0)
+    return g / (n * 2 * h)
+
+
+def _row_change(s: _State, k: int, rows: Array, d: Array) -> Array:
+    """Loss change of row ``rows[m]`` when output ``j`` of Affine ``k`` moves by ``d[m, j]``.
+
+    Returns (P, out): one value per (pair, output column), each a separate perturbed net.
+    """
+    xp = s.xp
+    p = xp.take(s.p, rows, axis=0)  # (P, C)
+    t = xp.take(s.t, rows, axis=0)
+    if k == len(s.outputs) - 1:
+        # Only logit j moves: log(1 + p_j expm1(d)) - t_j d.
+        return xp.log1p(p * xp.expm1(d)) - t * d
     act = s.acts[k]
-    before = xp.take(s.outputs[k], cols, axis=1).T
-    dz = act(before + d) - act(before)  # (K, N): change of activation column ``cols``
-    w_next = xp.take(s.affines[k + 1].W, cols, axis=0)  # (K, out)
+    before = xp.take(s.outputs[k], rows, axis=0)  # (P, out)
+    dz = act(before + d) - act(before)
+    w_next = s.affines[k + 1].W  # (out, out_next)
     if k + 1 == len(s.outputs) - 1:
-        # The logits move by the rank-one dz[:, :, None] * w_next[:, None, :]; the true
-        # class's share of it is dz * (w_next @ t.T), with no (K, N, C) product needed.
-        moved = xp.vecdot(xp.expm1(dz[:, :, None] * w_next[:, None, :]), s.p, axis=-1)
-        return xp.mean(xp.log1p(moved) - dz * xp.matmul(w_next, s.t.T), axis=1)
-    delta = dz[:, :, None] * w_next[:, None, :]  # (K, N, out): change of the next output
+        # The logits move by dz[:, j] * w_next[j, :]; the true class's share is
+        # dz * (t @ w_next.T), with no (P, out, C) product needed.
+        moved = xp.vecdot(xp.expm1(dz[:, :, None] * w_next[None, :, :]), p[:, None, :], axis=-1)
+        return xp.log1p(moved) - dz * xp.matmul(t, w_next.T)
+    delta = dz[:, :, None] * w_next[None, :, :]  # (P, out, out_next)
     for j in range(k + 1, len(s.outputs) - 1):
-        z = s.acts[j](s.outputs[j] + delta)
-        delta = xp.matmul(z, s.affines[j + 1].W) + s.affines[j + 1].b - s.outputs[j + 1]
-    return _loss_change(s, delta)
-
-
-def _loss_change(s: _State, d: Array) -> Array:
-    """mean_n [log(sum_c p_nc exp(d_nc)) - d_n,t] for a stack of logit changes (K, N, C)."""
-    xp = s.xp
-    moved = xp.vecdot(xp.expm1(d), s.p, axis=-1)
-    return xp.mean(xp.log1p(moved) - xp.vecdot(d, s.t, axis=-1), axis=1)
+        base = xp.take(s.outputs[j], rows, axis=0)[:, None, :]
+        z = s.acts[j](base + delta)
+        nxt = s.affines[j + 1]
+        delta = xp.matmul(z, nxt.W) + nxt.b - xp.take(s.outputs[j + 1], rows, axis=0)[:, None, :]
+    moved = xp.vecdot(xp.expm1(delta), p[:, None, :], axis=-1)
+    return xp.log1p(moved) - xp.vecdot(delta, t[:, None, :], axis=-1)
