@@ -87,6 +87,9 @@ def namespace(index: int | None) -> tuple[ModuleType, int]:
     import array_api_compat.cupy as xp
 
     cupy, _ = _import()
+    if index is not None:
+        # CuPy runs kernels on the current device: arrays of cuda:N need N to be current.
+        cupy.cuda.Device(index).use()
     idx = cupy.cuda.runtime.getDevice() if index is None else index
     return xp, idx
 

@@ -45,7 +45,8 @@ def numerical_gradient(
 
 
 def _central(f: Callable[[Array], Any], x: Array, idx: tuple[int, ...], h: float) -> Any:
-    original = x[idx]
+    # A copy: CuPy's x[idx] is a 0-d view, which the writes below would move.
+    original = xp_of(x).asarray(x[idx], copy=True)
     x[idx] = original + h
     fxh1 = f(x)
     x[idx] = original - h
