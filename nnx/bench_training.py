@@ -1,0 +1,173 @@
+"""Time the book's whole training run: nnx against the book's loop and a fused NumPy loop.
+
+All contenders run the same job, the book's ``train_neuralnet.py``: 10000 iterations of
+batch 100 drawn with replacement, SGD with learning rate 0.1 on a 784-50-10 ReLU net,
+and train/test accuracy on the full sets once per epoch of 600 iterations. They are
+interleaved in each repetition so that a busy machine slows them alike, and the report
+gives the median and range of the wall time of each and their ratios.
+
+- ``nnx`` is :func:`nnx.training.train` as ``nnx train`` runs it (on each device asked);
+- ``book`` is the book's loop over book-style layers (``nnx.bench_refs.BookStyleNet``):
+  gradient, update, then a second forward pass for the loss, as the book does;
+- ``fused`` is the same loop over a hand-fused NumPy step (``nnx.bench_refs.fused_step``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from backends import get_backend, machine_info
+from nnx import runio
+from nnx.bench_refs import BookStyleNet, fused_step
+from nnx.mnist import load_mnist
+from nnx.training import TrainConfig, train
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--device", action="append", default=None,
+      help="device(s) for the nnx run (repeatable; default: cpu)")
+    a("--iters", type=int, default=10_000, help="iterations per run (default: %(default)s)")
+    a("--repeat", type=int, default=3, help="runs of each contender (default: %(default)s)")
+    a("--seed", type=int, default=0)
+    a("--data-dir", default=None, help="directory with the MNIST files")
+    a("--no-download", action="store_true")
+    a("--out", default="runs/bench-training", help="output directory (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnx.errors import InputError
+
+    if args.iters < 1 or args.repeat < 1:
+        raise InputError("--iters and --repeat must be positive integers")
+    devices = [get_backend(d).device for d in (args.device or ["cpu"])]
+    out, _ = runio.prepare_dir(args.out)
+    data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+    contenders = {f"nnx ({d})": _nnx_run(d) for d in devices}
+    contenders["book-style loop (NumPy)"] = _book_run
+    contenders["fused NumPy loop"] = _fused_run
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    accs: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(args.repeat):
+        for name, fn in contenders.items():
+            seconds, acc = fn(data, args.iters, args.seed + r)
+            times[name].append(seconds)
+            accs[name].append(acc)
+            print(f"run {r + 1}/{args.repeat}  {name:<28} {seconds:7.2f} s  test acc {acc:.4f}",
+                  flush=True)
+    report = _report(times, accs, args, devices)
+    print()
+    print(report["markdown"])
+    runio.write_json(out / "bench_training.json", report)
+    runio.write_bytes(out / "bench_training.md", report["markdown"].encode())
+    print(f"\nwrote {out / 'bench_training.json'} and {out / 'bench_training.md'}")
+    return 0
+
+
+def _report(times: dict, accs: dict, args: argparse.Namespace, devices: list[str]) -> dict:
+    first = next(iter(times))
+    base = statistics.median(times[first])
+    lines = [
+        f"Book's training run ({args.iters} iterations, batch 100, 784-50-10 ReLU, SGD lr 0.1, "
+        f"accuracy every 600 iterations), {args.repeat} runs each, interleaved.",
+        "",
+        f"| contender | median s | min-max s | x {first} | final test acc (median) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    rows = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rows[name] = {"seconds": ts, "median": med, "min": min(ts), "max": max(ts),
+                      "ratio_to_first": med / base, "test_acc": accs[name]}
+        lines.append(f"| {name} | {med:.2f} | {min(ts):.2f}-{max(ts):.2f} | {med / base:.2f} | "
+                     f"{statistics.median(accs[name]):.4f} |")
+    info = machine_info()
+    lines += ["", f"Machine: {info['cpu']}; Python {info['python']}, NumPy {info['numpy']}"
+              + (f", CuPy {info['cupy']}" if info.get("cupy") else "")
+              + f"; {time.strftime('%Y-%m-%d')}."]
+    return {"contenders": rows, "iters": args.iters, "repeat": args.repeat, "devices": devices,
+            "machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "markdown": "\n".join(lines) + "\n"}
+
+
+def _nnx_run(device: str):
+    def run_once(data: Any, iters: int, seed: int) -> tuple[float, float]:
+        config = TrainConfig(device=device, iters=iters, seed=seed)
+        start = time.perf_counter()
+        result = train(config, data, log=lambda _: None, progress=False)
+        return time.perf_counter() - start, result.history["test_acc"][-1]
+
+    return run_once
+
+
+def _init(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"W1": 0.01 * rng.standard_normal((784, 50)), "b1": np.zeros(50),
+            "W2": 0.01 * rng.standard_normal((50, 10)), "b2": np.zeros(10)}
+
+
+def _loop(data: Any, iters: int, seed: int, step, predict) -> tuple[float, float]:
+    """The book's training loop around ``step(params, x, t) -> grads``."""
+    (x_train, t_train), (x_test, t_test) = data
+    params = _init(seed)
+    rng = np.random.default_rng(seed + 1)
+    per_epoch = max(x_train.shape[0] // 100, 1)
+    start = time.perf_counter()
+    for i in range(iters):
+        mask = rng.choice(x_train.shape[0], 100)
+        x, t = x_train[mask], t_train[mask]
+        grads = step(params, x, t)
+        for key in ("W1", "b1", "W2", "b2"):
+            params[key] -= 0.1 * grads[key]
+        if (i + 1) % per_epoch == 0 or i + 1 == iters:
+            np.mean(np.argmax(predict(params, x_train), axis=1) == t_train)
+            test_acc = float(np.mean(np.argmax(predict(params, x_test), axis=1) == t_test))
+    return time.perf_counter() - start, test_acc
+
+
+def _book_run(data: Any, iters: int, seed: int) -> tuple[float, float]:
+    nets: dict[int, BookStyleNet] = {}
+
+    def step(params, x, t):
+        net = nets.setdefault(id(params), BookStyleNet(params))
+        grads = net.gradient(x, t)
+        net.loss(x, t)  # the book evaluates the loss again after every update
+        return grads
+
+    def predict(params, x):
+        net = nets.setdefault(id(params), BookStyleNet(params))
+        for layer in net.layers.values():
+            x = layer.forward(x)
+        return x
+
+    return _loop(data, iters, seed, step, predict)
+
+
+def _fused_run(data: Any, iters: int, seed: int) -> tuple[float, float]:
+    def predict(p, x):
+        return np.maximum(x @ p["W1"] + p["b1"], 0.0) @ p["W2"] + p["b2"]
+
+    return _loop(data, iters, seed, lambda p, x, t: fused_step(**p, x=x, t=t)[1], predict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scripts/bench_training.py``."""
+    import sys
+
+    from backends import BackendError
+    from nnx.errors import NnxError
+
+    parser = argparse.ArgumentParser(prog="bench_training.py", description=__doc__.split("\n\n")[0])
+    configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (NnxError, BackendError) as exc:
+        print(f"bench_training.py: error: {exc}", file=sys.stderr)
+        return 2
+
