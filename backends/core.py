@@ -110,7 +110,7 @@ class Backend:
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend, on this device."""
         if self.name == "numpy":
-            return isinstance(x, np.ndarray)
+            return isinstance(x, (np.ndarray, np.generic))  # reductions return NumPy scalars
         if self.name == "cupy":
             return isinstance(x, self.xp.ndarray) and _cuda.device_index(x) == _index(self.device)
         return isinstance(x, self.xp._array_object.Array) and x.device == self.array_device

@@ -15,9 +15,11 @@ Array = Any
 
 
 def sigmoid(x: Array) -> Array:
-    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so no exp can overflow."""
+    """1 / (1 + exp(-x)), from e = exp(-|x|) so no exp overflows and both tails keep
+    full relative accuracy: 1 / (1 + e) for x >= 0, e / (1 + e) below."""
     xp = xp_of(x)
-    return 0.5 * (xp.tanh(0.5 * x) + 1.0)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
 def relu(x: Array) -> Array:

@@ -224,6 +224,7 @@ def _init_std(spec: float | str, fan_in: int) -> float:
         if spec.lower() == "xavier":
             return math.sqrt(1.0 / fan_in)
         raise InputError(f"unknown weight_init_std {spec!r}: expected a number, 'he' or 'xavier'")
-    if not (spec > 0 and math.isfinite(spec)):
+    numeric = isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool)
+    if not (numeric and spec > 0 and math.isfinite(spec)):
         raise InputError(f"weight_init_std must be a positive number, got {spec}")
     return float(spec)
