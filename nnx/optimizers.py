@@ -264,12 +264,12 @@ def _number(name: str, value: Any) -> float:
 def _positive(name: str, value: Any) -> float:
     x = _number(name, value)
     if not (x > 0 and math.isfinite(x)):
-        raise InputError(f"{name} must be a positive finite number, got {value!r}")
+        raise InputError(f"{name} must be a positive finite number, got {x!r}")
     return x
 
 
 def _unit_interval(name: str, value: Any) -> float:
     x = _number(name, value)
     if not 0.0 <= x < 1.0:  # also rejects NaN
-        raise InputError(f"{name} must be in [0, 1), got {value!r}")
+        raise InputError(f"{name} must be in [0, 1), got {x!r}")
     return x
