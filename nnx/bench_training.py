@@ -24,7 +24,9 @@ import numpy as np
 from backends import get_backend, machine_info
 from nnx import runio
 from nnx.bench_refs import BookStyleNet, fused_step
+from nnx.errors import InputError
 from nnx.mnist import load_mnist
+from nnx.programs import add_data_arguments, run_program
 from nnx.training import TrainConfig, train
 
 
@@ -35,14 +37,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--iters", type=int, default=10_000, help="iterations per run (default: %(default)s)")
     a("--repeat", type=int, default=3, help="runs of each contender (default: %(default)s)")
     a("--seed", type=int, default=0)
-    a("--data-dir", default=None, help="directory with the MNIST files")
-    a("--no-download", action="store_true")
+    add_data_arguments(parser)
     a("--out", default="runs/bench-training", help="output directory (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnx.errors import InputError
-
     if args.iters < 1 or args.repeat < 1:
         raise InputError("--iters and --repeat must be positive integers")
     devices = [get_backend(d).device for d in (args.device or ["cpu"])]
@@ -157,17 +156,6 @@ def _fused_run(data: Any, iters: int, seed: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/bench_training.py``."""
-    import sys
-
-    from backends import BackendError
-    from nnx.errors import NnxError
-
     parser = argparse.ArgumentParser(prog="bench_training.py", description=__doc__.split("\n\n")[0])
     configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (NnxError, BackendError) as exc:
-        print(f"bench_training.py: error: {exc}", file=sys.stderr)
-        return 2
-
+    return run_program(None, parser, run, argv)

@@ -1,8 +1,9 @@
 """The ``nnx`` command: ``nnx info``, ``nnx train``, ``nnx bench``.
 
 Each subcommand lives in its own module, which provides ``configure(parser)`` to add
-its flags and ``run(args) -> int``. Errors a user can cause end here as one sentence
-on stderr and exit status 2; Ctrl-C exits with 130.
+its flags and ``run(args) -> int``. Errors a user can cause end as one sentence,
+``nnx COMMAND: error: ...``, on stderr and exit status 2; Ctrl-C exits with 130
+(:func:`nnx.programs.run_program`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from backends import BackendError
-from nnx.errors import NnxError
+from nnx.programs import run_program
 
 SUBCOMMANDS = {
     "info": ("nnx.info", "show versions, devices and what --device auto picks"),
@@ -36,16 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except (NnxError, BackendError) as exc:
-        print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nnx {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_program(lambda args: f"nnx {args.command}", build_parser(),
+                       lambda args: args._run(args), argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Training plots (matplotlib, headless): accuracy per epoch and loss per iteration."""
+"""Training plots (matplotlib, headless): accuracy per epoch, loss per iteration, loss curves
+of several runs compared."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,12 +22,18 @@ def _pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
-    """Save a figure as PNG atomically and close it."""
-    plt = _pyplot()
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 120,
+                bbox_inches: str | None = "tight") -> None:
+    """Save a figure as PNG atomically (the usual file mode, never half a file) and close it.
+
+    ``fig`` may come from pyplot or be a ``matplotlib.figure.Figure`` made without it (no
+    GUI, no global state). The directory must exist (:func:`nnx.runio.prepare_dir`).
+    """
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:  # a figure pyplot made is kept by it until closed
+        plt.close(fig)
 
 
 def plot_accuracy(history: Mapping[str, Any], path: str | os.PathLike[str], title: str) -> None:
@@ -61,3 +69,42 @@ def plot_loss(history: Mapping[str, Any], path: str | os.PathLike[str], title: s
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     save_figure(fig, path)
+
+
+def plot_loss_curves(curves: Sequence[tuple[str, Sequence[float]]], path: str | os.PathLike[str],
+                     title: str, iters: int) -> None:
+    """Several runs' mini-batch loss per iteration in one log-scale chart, as ``(label, losses)``.
+
+    Each curve is drawn faintly and as a moving average (shorter at the start), in its own
+    colour; the x axis spans ``iters`` iterations so runs that stopped early show it.
+    """
+    from matplotlib.figure import Figure  # pyplot-free: nothing global to close
+
+    fig = Figure(figsize=(8.0, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    window = max(1, min(50, iters // 40))
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for i, (label, losses) in enumerate(curves):
+        y = np.asarray(losses, dtype=float)
+        steps = np.arange(1, y.size + 1)
+        color = colors[i % len(colors)]
+        if window > 1:
+            ax.plot(steps, y, color=color, alpha=0.2, lw=0.6)
+        ax.plot(steps, _running_mean(y, window), color=color, lw=1.6, label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="iteration", xlim=(0, iters),
+           ylabel="mini-batch loss (cross-entropy)" + (f", mean of {window}" if window > 1 else ""),
+           title=title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    save_figure(fig, path, dpi=110, bbox_inches=None)
+
+
+def _running_mean(y: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` points at each point (of fewer at the start)."""
+    if window <= 1 or y.size < 2:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    end = np.arange(1, y.size + 1)
+    lo = np.maximum(0, end - window)
+    return (c[end] - c[lo]) / (end - lo)

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from backends import machine_info
+from backends import get_backend, machine_info
 from nnx import runio
 from nnx.errors import DivergenceError
 from nnx.mnist import load_mnist
@@ -58,6 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     config.validate()
+    get_backend(config.device, config.dtype)  # a bad or missing device fails before any work
     out = Path(args.out) if args.out else _default_out(config)
     out, created = runio.prepare_dir(out)
     try:

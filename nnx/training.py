@@ -97,6 +97,7 @@ class TrainResult:
     status: str  # "completed", "interrupted" or "diverged"
     elapsed: float
     message: str = ""
+    diverged_at: int | None = None  # the iteration (from 1) whose loss diverged
 
 
 def train(
@@ -139,7 +140,7 @@ def train(
           f"{config.optimizer} lr {config.lr}, seed {config.seed}")
     timer = be.interval_timer()
     pending: list[Any] = []  # device 0-d losses not yet read back
-    status, message = "completed", ""
+    status, message, diverged_at = "completed", "", None
     start = time.perf_counter()
     bar = tqdm(total=config.iters, disable=not show, unit="it", leave=False, file=sys.stderr)
     i = 0
@@ -156,7 +157,8 @@ def train(
                 pending.append(net.last_layer.loss)
                 i += 1
                 if len(pending) == CHECK_EVERY or b == block - 1:
-                    status, message = _read_back(be, pending, timer, history, config)
+                    status, message, diverged_at = _read_back(be, pending, timer, history,
+                                                              config)
                     pending = []
                     bar.update(i - bar.n)
                     if status != "completed":
@@ -169,7 +171,7 @@ def train(
         status, message = "interrupted", f"interrupted after {len(history['loss'])} iterations"
     finally:
         bar.close()
-    return TrainResult(net, history, status, time.perf_counter() - start, message)
+    return TrainResult(net, history, status, time.perf_counter() - start, message, diverged_at)
 
 
 def describe(net: MultiLayerNet) -> str:
@@ -219,11 +221,12 @@ def _batch(be: Backend, data: tuple[Any, Any, Any], idx: Any) -> tuple[Any, Any]
 
 def _read_back(
     be: Backend, pending: list[Any], timer: Any, history: dict, config: TrainConfig
-) -> tuple[str, str]:
-    """Move the pending losses and gradient times to the history; detect divergence."""
+) -> tuple[str, str, int | None]:
+    """Move the pending losses and gradient times to the history; detect divergence
+    (status, message, and the iteration that diverged)."""
     times = timer.drain()
     if not pending:
-        return "completed", ""
+        return "completed", "", None
     losses = be.to_numpy(be.xp.stack(pending)).astype(float)
     n = min(len(losses), len(times))
     first = len(history["loss"])
@@ -237,8 +240,8 @@ def _read_back(
         return "diverged", (
             f"the loss became {losses[bad[0]]:.4g} at iteration {at}: training diverged; "
             f"try a smaller learning rate (e.g. --lr {config.lr / 10:g})"
-        )
-    return "completed", ""
+        ), at
+    return "completed", "", None
 
 
 def _evaluate(net: MultiLayerNet, train_set: tuple, test_set: tuple, history: dict,

@@ -1,0 +1,160 @@
+"""What every program of this project does around its work: flags, exit codes, outputs.
+
+A program (``nnx <command>``, a script, a benchmark) builds an ``argparse`` parser and a
+``run(args) -> int``, and hands both to :func:`run_program`. Errors a user can cause
+(:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
+a full disk) end as one line ``PROG: error: ...`` on stderr and exit status 2; Ctrl-C
+ends as ``PROG: interrupted`` and 130. The ``add_*`` helpers add the flags that several
+programs share, with one spelling and one help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from backends import BackendError
+from nnx import runio
+from nnx.errors import InputError, NnxError
+from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+
+Run = Callable[[argparse.Namespace], "int | None"]
+
+__all__ = [
+    "add_data_arguments",
+    "add_device_argument",
+    "add_optimizer_arguments",
+    "add_out_argument",
+    "optimizers_from_args",
+    "output_dir",
+    "run_program",
+]
+
+
+def run_program(
+    prog: str | Callable[[argparse.Namespace], str] | None,
+    parser: argparse.ArgumentParser,
+    run: Run,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), call ``run(args)`` and return the exit status.
+
+    ``prog`` names the program in error lines: a string, a function of the parsed
+    arguments (``nnx train``), or ``None`` for ``parser.prog``. Bad flags are argparse's
+    (usage line, exit 2); ``run``'s return value ``None`` counts as 0.
+    """
+    args = parser.parse_args(argv)
+    name = prog(args) if callable(prog) else (prog or parser.prog)
+    try:
+        return int(run(args) or 0)
+    except (NnxError, BackendError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+# -- shared flags ---------------------------------------------------------------------------
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: one device string, ``None`` when not given (``$NNX_DEVICE``, else auto)."""
+    parser.add_argument("--device", default=None, metavar="DEV",
+                        help="auto (default, or $NNX_DEVICE), cpu, cuda, cuda:N or strict")
+
+
+def add_out_argument(parser: argparse.ArgumentParser, default: str | os.PathLike[str],
+                     what: str = "outputs") -> None:
+    """``--out DIR`` (a :class:`~pathlib.Path`), the directory for the program's files."""
+    parser.add_argument("--out", type=Path, default=Path(default), metavar="DIR",
+                        help=f"directory for the {what} (default: {default})")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--no-download``, for :func:`nnx.mnist.load_mnist`."""
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="directory with the MNIST files (default: $NNX_DATA_DIR, "
+                        "else the user cache)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="fail instead of downloading missing MNIST files")
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser, default: Sequence[str],
+                            default_lr: str) -> None:
+    """``--optimizer NAME`` (repeatable), ``--lr [NAME=]VALUE`` (repeatable), ``--momentum``.
+
+    ``default_lr`` says in the help which rates apply when ``--lr`` is not given.
+    """
+    a = parser.add_argument
+    a("--optimizer", action="append", metavar="NAME",
+      help=f"an optimizer (repeatable; one of {', '.join(OPTIMIZERS)}; "
+      f"default: {' '.join(default)})")
+    a("--lr", action="append", default=[], metavar="[NAME=]VALUE",
+      help=f"learning rate of every optimizer, or NAME=VALUE of one (repeatable; "
+      f"default: {default_lr})")
+    a("--momentum", type=float, default=None,
+      help="momentum of momentum and nesterov (default: 0.9)")
+
+
+def optimizers_from_args(args: argparse.Namespace, default: Sequence[str],
+                         default_lr: Mapping[str, float] | None = None) -> list[Optimizer]:
+    """The optimizers the flags of :func:`add_optimizer_arguments` ask for, validated.
+
+    Rates come from ``--lr`` (a bare VALUE sets every optimizer, NAME=VALUE one), else
+    from ``default_lr``, else the optimizer's own default. Raises :class:`InputError`.
+    """
+    names = [n.strip().lower() for n in (args.optimizer or default)]
+    for n in names:
+        if n not in OPTIMIZERS:
+            make_optimizer(n)  # raises the library's one-sentence error listing the names
+    rates = _rates(args.lr, names, default_lr or {})
+    opts = []
+    for n in names:
+        hyper: dict[str, float | None] = {"lr": rates[n]}
+        if "momentum" in OPTIMIZERS[n].HYPERPARAMETERS:
+            hyper["momentum"] = args.momentum
+        opts.append(make_optimizer(n, **hyper))
+    return opts
+
+
+def _rates(specs: Sequence[str], names: list[str],
+           default_lr: Mapping[str, float]) -> dict[str, float | None]:
+    rates: dict[str, float | None] = {n: default_lr.get(n) for n in names}
+    for spec in specs:
+        name, sep, text = spec.rpartition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"--lr expects VALUE or NAME=VALUE, got {spec!r}") from None
+        if not sep:
+            rates = dict.fromkeys(names, value)
+            continue
+        name = name.strip().lower()
+        if name not in rates:
+            raise InputError(f"--lr {spec} names {name!r}, which is not among the optimizers "
+                             f"chosen ({', '.join(names)})")
+        rates[name] = value
+    return rates
+
+
+# -- outputs ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create ``path`` and prove it writable (:func:`nnx.runio.prepare_dir`), then yield it.
+
+    If the body fails, a directory this created is removed again while still empty, so
+    a failed run leaves nothing behind.
+    """
+    out, created = runio.prepare_dir(path)
+    try:
+        yield out
+    except BaseException:
+        if created:
+            runio.remove_if_empty(out)
+        raise
