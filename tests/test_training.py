@@ -186,6 +186,14 @@ def test_cli_missing_data_names_the_files_and_leaves_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_cli_checks_the_device_before_touching_data(tmp_path):
+    out = tmp_path / "run"
+    proc = _nnx("train", "--device", "tpu", "--data-dir", str(tmp_path / "empty"),
+                "--out", str(out))
+    _assert_one_sentence_error(proc, "unknown device 'tpu'")
+    assert not out.exists() and not (tmp_path / "empty").exists()
+
+
 def test_cli_unwritable_output_directory(mnist_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
