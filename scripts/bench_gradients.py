@@ -1,0 +1,12 @@
+"""Time backprop, the vectorised numerical gradient and the book's loop on every device.
+
+The same program as ``nnx bench`` (see ``nnx/bench.py``); ``--help`` lists the flags.
+Example: ``python scripts/bench_gradients.py --device cpu --sweep --out runs/bench``.
+"""
+
+import sys
+
+from nnx.bench import main
+
+if __name__ == "__main__":
+    sys.exit(main(prog="bench_gradients.py"))
