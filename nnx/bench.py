@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import backends
-from backends import Backend, BackendError, get_backend
+from backends import Backend, get_backend
 from nnx import bench_report as report
 from nnx.bench_cases import (
     DataSource,
@@ -42,7 +42,7 @@ from nnx.bench_cases import (
 )
 from nnx.bench_sweep import check_memory, points, run_sweep, work
 from nnx.bench_timing import Case, CpuWatch, cuda_event_times, ratio, run_interleaved, summarize
-from nnx.errors import NnxError
+from nnx.programs import run_program
 
 SCHEMA = "nnx-bench-gradients/1"
 
@@ -275,16 +275,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` and run; user errors print one line on stderr and return 2."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     configure(parser)
-    args = parser.parse_args(argv)
-    name = parser.prog
-    try:
-        return run(args)
-    except (NnxError, BackendError) as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    return run_program(None, parser, run, argv)
 
 
 if __name__ == "__main__":

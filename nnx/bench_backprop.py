@@ -111,12 +111,13 @@ def backprop_part(be, net, x, t, host, args) -> dict[str, Any]:
     w = {k: be.to_numpy(v).copy() for k, v in net.params.items()}
     xh, th = host.x, host.t
     book = BookStyleNet(w)
+    th_hot = np.eye(10)[th]  # the book trains on one-hot labels
     cases = {
         "fused": ("fused NumPy step (reference written for this benchmark)",
                   lambda: fused_step(w["W1"], w["b1"], w["W2"], w["b2"], xh, th)),
         "nnx": ("nnx net.gradient(x, t, check=False)", lambda: net.gradient(x, t, check=False)),
         "book": ("book-style layers (reference re-implementation)",
-                 lambda: book.gradient(xh, th)),
+                 lambda: book.gradient(xh, th_hot)),
     }
     torch, why = (None, "skipped (--no-torch)") if args.no_torch else torch_status("cpu")
     peer = None
@@ -129,7 +130,7 @@ def backprop_part(be, net, x, t, host, args) -> dict[str, Any]:
     stats = {c.name: c.summary() for c in timed}
     reference = fused_step(w["W1"], w["b1"], w["W2"], w["b2"], xh, th)[1]
     grads = {"nnx": {k: be.to_numpy(v) for k, v in net.gradient(x, t).items()},
-             "book": book.gradient(xh, th)}
+             "book": book.gradient(xh, th_hot)}
     if peer is not None:
         grads["torch"] = {k: v.detach().numpy() for k, v in peer.step().items()}
     out = {"cases": {}, "torch": "measured" if peer is not None else why}

@@ -6,10 +6,12 @@ something outside it:
 - :func:`fused_step` -- forward and backward of the two-layer ReLU net in a dozen
   NumPy lines, nothing cached that is not needed, in-place where safe: about as fast
   as plain NumPy gets, the floor to compare with;
-- :class:`BookStyleNet` -- the layered structure of the book's chapter 5, re-written
-  here with ``np`` directly: a ReLU that masks in place, an Affine that computes ``dx``
-  in every layer (the first included), and a softmax-with-loss that computes softmax
-  and then the cross-entropy of the probabilities with ``log(y + 1e-7)``.
+- :class:`BookStyleNet` -- the book's chapter 5 net re-written here with ``np``
+  directly, doing the same operations as the book's code so that it costs what the
+  book's code costs: layers in an ``OrderedDict``, a ReLU that masks in place, an
+  Affine that reshapes and computes ``dx`` in every layer (the first included), the
+  book's softmax over the transpose, and the cross-entropy of the probabilities with
+  ``log(y + 1e-7)`` after turning one-hot labels back into indices.
 """
 
 from __future__ import annotations
@@ -60,33 +62,50 @@ class _Affine:
         self.W, self.b = W, b
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self.x = x
-        return np.dot(x, self.W) + self.b
+        self.original_x_shape = x.shape  # the book accepts image tensors and flattens them
+        self.x = x.reshape(x.shape[0], -1)
+        return np.dot(self.x, self.W) + self.b
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = np.dot(dout, self.W.T)  # even for the first layer, whose dx nobody uses
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
-        return np.dot(dout, self.W.T)  # even for the first layer, whose dx nobody uses
+        return dx.reshape(*self.original_x_shape)
+
+
+def _book_softmax(x: np.ndarray) -> np.ndarray:
+    # The book works on the transpose so that the shift broadcasts, and takes exp twice.
+    x = x.T
+    x = x - np.max(x, axis=0)
+    return (np.exp(x) / np.sum(np.exp(x), axis=0)).T
+
+
+def _book_cross_entropy(y: np.ndarray, t: np.ndarray) -> float:
+    if t.size == y.size:  # one-hot rows: back to class indices
+        t = t.argmax(axis=1)
+    n = y.shape[0]
+    return -np.sum(np.log(y[np.arange(n), t] + 1e-7)) / n
 
 
 class _SoftmaxWithLoss:
     def forward(self, x: np.ndarray, t: np.ndarray) -> float:
         self.t = t
-        e = np.exp(x - np.max(x, axis=1, keepdims=True))
-        self.y = e / np.sum(e, axis=1, keepdims=True)
-        n = self.y.shape[0]
-        self.loss = -np.sum(np.log(self.y[np.arange(n), t] + 1e-7)) / n
+        self.y = _book_softmax(x)
+        self.loss = _book_cross_entropy(self.y, t)
         return self.loss
 
     def backward(self, dout: float = 1.0) -> np.ndarray:
         n = self.t.shape[0]
+        if self.t.size == self.y.size:
+            return (self.y - self.t) / n
         dx = self.y.copy()
         dx[np.arange(n), self.t] -= 1
-        return dx * dout / n
+        return dx / n
 
 
 class BookStyleNet:
-    """The book's layered two-layer net (ReLU), on NumPy, sharing the given weights."""
+    """The book's layered two-layer ReLU net on NumPy, operation for operation, sharing
+    the given weight arrays. Labels are one-hot rows (as the book trains) or indices."""
 
     def __init__(self, params: dict[str, np.ndarray]) -> None:
         self.params = params
@@ -96,10 +115,19 @@ class BookStyleNet:
         self.layers["Affine2"] = _Affine(params["W2"], params["b2"])
         self.last_layer = _SoftmaxWithLoss()
 
-    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         for layer in self.layers.values():
             x = layer.forward(x)
-        return self.last_layer.forward(x, t)
+        return x
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        return self.last_layer.forward(self.predict(x), t)
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(x.shape[0])
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         self.loss(x, t)

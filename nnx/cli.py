@@ -18,6 +18,7 @@ from nnx.programs import run_program
 SUBCOMMANDS = {
     "info": ("nnx.info", "show versions, devices and what --device auto picks"),
     "train": ("nnx.train_cli", "train the two-layer net on MNIST"),
+    "bench": ("nnx.bench", "time backprop and numerical gradients on every device"),
 }
 
 

@@ -201,14 +201,13 @@ def _gradient_fn(net: MultiLayerNet, config: TrainConfig) -> Callable[[Any, Any]
 
 
 def _to_device(be: Backend, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any, Any]:
-    """Images, labels as indices and as one-hot rows, all on the device.
+    """Images in the net's dtype, labels as indices and as one-hot rows, all on the device.
 
-    Images keep their floating dtype (MNIST's float32 is half the memory of float64);
-    the net casts each batch to its own dtype, which costs less than one copy of the set.
+    The images are converted once, here: kept in MNIST's float32 they would be converted
+    again in every batch and in every evaluation of the whole set, which on a CPU cost a
+    fifth of the book's run. The float64 sets take 440 MB.
     """
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    x_dev = be.asarray(x)
+    x_dev = be.asarray(x, dtype=be.dtype)
     t_dev = be.asarray(t.astype(np.int64))
     return x_dev, t_dev, one_hot(t_dev, 10, be.dtype)
 
