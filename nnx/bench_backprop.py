@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import backends
-from backends import BackendError, get_backend
+from backends import get_backend
 from nnx import bench_report as report
 from nnx.bench import describe, positive
 from nnx.bench_cases import (
@@ -47,7 +47,7 @@ from nnx.bench_timing import (
     run_interleaved,
     summarize,
 )
-from nnx.errors import NnxError
+from nnx.programs import run_program
 
 SCHEMA = "nnx-bench-backprop/1"
 TARGET_BACKPROP = 1.3  # nnx's step within this factor of the fused one
@@ -244,16 +244,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` and run; user errors print one line on stderr and return 2."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (NnxError, BackendError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-
+    return run_program(None, parser, run, argv)
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m nnx.bench_backprop"))

@@ -40,10 +40,16 @@ class Case:
         self._sync()
 
     def measure(self, n: int) -> None:
-        """Time ``n`` calls as one round, the device synchronised around each call."""
+        """Time ``n`` calls as one round, the device synchronised around each call.
+
+        One untimed call comes first: when cases take turns, the thread pools of the
+        previous case (OpenBLAS, PyTorch's OpenMP) may still be spinning on the cores and
+        this case's may have gone to sleep; on a 2-core machine that doubles a step.
+        """
         if self.backend is not None:
-            this = self.backend.time(self.fn, repeat=n, warmup=0).tolist()
+            this = self.backend.time(self.fn, repeat=n, warmup=1).tolist()
         else:
+            self.fn()
             self._sync()
             this = []
             for _ in range(n):
