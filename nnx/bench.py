@@ -42,7 +42,7 @@ from nnx.bench_cases import (
 )
 from nnx.bench_sweep import check_memory, points, run_sweep, work
 from nnx.bench_timing import Case, CpuWatch, cuda_event_times, ratio, run_interleaved, summarize
-from nnx.programs import run_program
+from nnx.programs import run_module
 
 SCHEMA = "nnx-bench-gradients/1"
 
@@ -273,9 +273,7 @@ def save(result: dict[str, Any], text: str, out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` and run; user errors print one line on stderr and return 2."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    configure(parser)
-    return run_program(None, parser, run, argv)
+    return run_module(__doc__, configure, run, argv, prog)
 
 
 if __name__ == "__main__":

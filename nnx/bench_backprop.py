@@ -47,7 +47,7 @@ from nnx.bench_timing import (
     run_interleaved,
     summarize,
 )
-from nnx.programs import run_program
+from nnx.programs import run_module
 
 SCHEMA = "nnx-bench-backprop/1"
 TARGET_BACKPROP = 1.3  # nnx's step within this factor of the fused one
@@ -242,9 +242,8 @@ def _row(e: dict[str, Any], r: dict[str, float] | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv`` and run; user errors print one line on stderr and return 2."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    configure(parser)
-    return run_program(None, parser, run, argv)
+    return run_module(__doc__, configure, run, argv, prog)
+
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m nnx.bench_backprop"))

@@ -29,7 +29,7 @@ from nnx import runio
 from nnx.bench_refs import BookStyleNet, fused_step
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
-from nnx.programs import add_data_arguments, run_program
+from nnx.programs import add_data_arguments, run_module
 from nnx.training import TrainConfig, train
 
 
@@ -170,6 +170,4 @@ def _fused_run(data: Any, iters: int, seed: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/bench_training.py``."""
-    parser = argparse.ArgumentParser(prog="bench_training.py", description=__doc__.split("\n\n")[0])
-    configure(parser)
-    return run_program(None, parser, run, argv)
+    return run_module(__doc__, configure, run, argv, "bench_training.py")

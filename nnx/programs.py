@@ -31,6 +31,7 @@ __all__ = [
     "add_out_argument",
     "optimizers_from_args",
     "output_dir",
+    "run_module",
     "run_program",
 ]
 
@@ -60,6 +61,21 @@ def run_program(
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def run_module(
+    doc: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Run,
+    argv: Sequence[str] | None = None,
+    prog: str | None = None,
+) -> int:
+    """The ``main`` of a program module: a parser described by the first paragraph of
+    ``doc`` (the module's docstring), its flags added by ``configure``, then
+    :func:`run_program`."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    configure(parser)
+    return run_program(None, parser, run, argv)
 
 
 # -- shared flags ---------------------------------------------------------------------------
