@@ -205,7 +205,7 @@ def _to_device(be: Backend, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any, Any
 
     The images are converted once, here: kept in MNIST's float32 they would be converted
     again in every batch and in every evaluation of the whole set, which on a CPU cost a
-    fifth of the book's run. The float64 sets take 440 MB.
+    fifth of the run's time. The float64 sets take 440 MB.
     """
     x_dev = be.asarray(x, dtype=be.dtype)
     t_dev = be.asarray(t.astype(np.int64))
