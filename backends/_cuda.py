@@ -103,6 +103,14 @@ def device_index(x: Any) -> int:
     return x.device.id
 
 
+def memory_free(index: int) -> int:
+    """Bytes free on device ``index``; blocks held free by CuPy's pool count, it reuses them."""
+    cupy, _ = _import()
+    with cupy.cuda.Device(index):
+        free, _total = cupy.cuda.runtime.memGetInfo()
+        return int(free + cupy.get_default_memory_pool().free_bytes())
+
+
 def synchronize() -> None:
     cupy, _ = _import()
     cupy.cuda.get_current_stream().synchronize()

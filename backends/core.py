@@ -123,6 +123,13 @@ class Backend:
                 f"({self.name}); move it there with backend.asarray()"
             )
 
+    # -- memory ---------------------------------------------------------------
+    def memory_free(self) -> int:
+        """Bytes a new allocation can take on this device: GPU memory, or the host's."""
+        if self.name == "cupy":
+            return _cuda.memory_free(_index(self.device) or 0)
+        return host_memory_free()
+
     # -- time -----------------------------------------------------------------
     def synchronize(self) -> None:
         """Wait until all queued work on the device is done (no-op on CPU)."""
@@ -182,6 +189,21 @@ class _HostTimer(IntervalTimer):
     def drain(self) -> list[float]:
         times, self._times = self._times, []
         return times
+
+
+def host_memory_free() -> int:
+    """Bytes of host memory available to a new allocation (MemAvailable), or a lower bound."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 2**63  # unknowable: do not refuse on a guess
 
 
 def _is_dtype(dtype: Any, name: str, xp_dtype: Any) -> bool:

@@ -10,13 +10,12 @@ before anything runs, and a sweep that would not fit is refused up front.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from backends import Backend
+from backends import Backend, host_memory_free
 from nnx.bench_cases import INPUT, OUTPUT, DataSource, make_net, on_device
 from nnx.bench_timing import Case, run_interleaved
 from nnx.errors import InputError
@@ -74,45 +73,12 @@ def numerical_bytes(batch: int, hidden: int, density: float) -> int:
     ))
 
 
-def host_memory_free() -> int:
-    """Bytes of host memory available to a new allocation (MemAvailable), or a lower bound."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 2**63  # unknowable: do not refuse on a guess
-
-
-def memory_free(backend: Backend) -> int:
-    """Bytes free on the backend's device: host memory for cpu/strict, GPU memory for CUDA.
-
-    Until ``backends`` provides ``Backend.memory_free()`` this asks CuPy directly; free
-    blocks held by CuPy's memory pool count as free, since it reuses them.
-    """
-    if hasattr(backend, "memory_free"):
-        return int(backend.memory_free())
-    if backend.name != "cupy":
-        return host_memory_free()
-    import cupy
-
-    index = int(backend.device.partition(":")[2] or 0)
-    with cupy.cuda.Device(index):
-        free, _total = cupy.cuda.runtime.memGetInfo()
-        return int(free + cupy.get_default_memory_pool().free_bytes())
-
-
 def check_memory(
     backends: list[Backend],
     backprop_points: list[tuple[int, int]],
     numerical_points: list[tuple[int, int]] = (),
     density: float = 1.0,
-    free: Callable[[Backend], int] = memory_free,
+    free: Callable[[Backend], int] = Backend.memory_free,
     host_free: Callable[[], int] = host_memory_free,
     what: str = "sweep point",
     hint: str = "--max-batch/--max-hidden",
@@ -201,7 +167,7 @@ def _point(backends, source, opts, b: int, h: int, last: dict) -> dict[str, Any]
         if be.device in last:
             seconds, done = last[be.device]
             predicted = seconds * work(b, h) / done
-        need, available = numerical_bytes(b, h, density), memory_free(be)
+        need, available = numerical_bytes(b, h, density), be.memory_free()
         if predicted is not None and predicted > opts.max_seconds:
             skipped = (f"one call predicted to take ~{predicted:.3g} s, "
                        f"more than --max-seconds {opts.max_seconds:g}")

@@ -131,19 +131,21 @@ def ratio(num: dict[str, Any], den: dict[str, Any]) -> dict[str, Any]:
 
 
 def cuda_event_times(backend: Backend, fn: Callable[[], Any], repeat: int, warmup: int) -> Any:
-    """Seconds per call measured with CUDA events by ``cupyx.profiler.benchmark``, or None.
+    """Seconds per call measured by CUDA events around each call, or None off CUDA.
 
     A second opinion on CUDA devices: the GPU time of each call, without the host's
-    launch overhead. None on other devices. (CuPy is imported only here and only for a
-    CUDA backend; it belongs in ``backends`` once that grows an events timer.)
+    launch overhead (the backend's :meth:`~backends.Backend.interval_timer`).
     """
     if backend.name != "cupy":
         return None
-    from cupyx.profiler import benchmark
-
-    index = int(backend.device.partition(":")[2] or 0)
-    result = benchmark(fn, n_repeat=repeat, n_warmup=warmup, devices=(index,))
-    return np.asarray(result.gpu_times[0], dtype=float)
+    for _ in range(warmup):
+        fn()
+    timer = backend.interval_timer()
+    for _ in range(repeat):
+        timer.start()
+        fn()
+        timer.stop()
+    return np.asarray(timer.drain(), dtype=float)
 
 
 class CpuWatch:

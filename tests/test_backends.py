@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -134,6 +135,29 @@ def test_timing_returns_one_positive_figure_per_repeat(backend):
     x = backend.asarray(np.ones((50, 50)), dtype=backend.dtype)
     times = backend.time(lambda: backend.xp.matmul(x, x), repeat=4, warmup=1)
     assert times.shape == (4,) and np.all(times > 0)
+
+
+def test_memory_free_is_a_positive_byte_count_within_the_device(backend):
+    free = backend.memory_free()
+    assert isinstance(free, int) and free > 0
+    if backend.name == "cupy":
+        import cupy
+
+        total = cupy.cuda.Device(int(backend.device.split(":")[1])).mem_info[1]
+    else:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert free <= total
+
+
+def test_event_times_are_one_figure_per_call(backend):
+    from nnx.bench_timing import cuda_event_times
+
+    x = backend.asarray(np.ones((50, 50)), dtype=backend.dtype)
+    times = cuda_event_times(backend, lambda: backend.xp.matmul(x, x), repeat=3, warmup=1)
+    if backend.name != "cupy":
+        assert times is None
+    else:
+        assert times.shape == (3,) and np.all(times > 0)
 
 
 def test_nnx_info_reports_versions_and_the_auto_choice():
