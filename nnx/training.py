@@ -32,7 +32,6 @@ CHECK_EVERY = 50  # iterations between reads of the loss (divergence checks)
 # A loss this many times the first one counts as diverged: with log-sum-exp the loss grows
 # with the logits instead of saturating, and can take thousands of steps to overflow.
 DIVERGENCE_FACTOR = 1000.0
-EVAL_CHUNK = 10_000  # rows per forward pass when measuring accuracy
 
 Data = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -253,16 +252,11 @@ def _evaluate(net: MultiLayerNet, train_set: tuple, test_set: tuple, history: di
 
 
 def _accuracy(net: MultiLayerNet, data: tuple[Any, Any, Any]) -> float:
-    """Accuracy over a whole set, in chunks so the hidden activations stay small."""
+    """Accuracy over a whole set."""
     xp = net.xp
     x, t, _ = data
-    correct = 0.0
-    n = x.shape[0]
-    for s in range(0, n, EVAL_CHUNK):
-        e = min(s + EVAL_CHUNK, n)  # the standard leaves out-of-bounds slice stops undefined
-        y = xp.argmax(net.predict(x[s:e, ...]), axis=1)
-        correct += float(xp.sum(xp.astype(y == t[s:e], xp.float64)))
-    return correct / x.shape[0]
+    y = net.predict_labels(x)
+    return float(xp.sum(xp.astype(y == t, xp.float64))) / x.shape[0]
 
 
 def _epoch_line(history: dict, per_epoch: int) -> str:

@@ -222,6 +222,32 @@ def test_predict_loss_gradient_live_on_the_device_in_its_dtype(backend):
     assert float(net.loss(images, t)) == pytest.approx(float(net.loss(flat, t)), rel=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("shape", list(SMALL))
+def test_predict_labels_is_the_argmax_of_the_forward_pass_in_any_chunking(backend, shape,
+                                                                          activation):
+    n_in, hidden, n_out = SMALL[shape]
+    net = MultiLayerNet(n_in, hidden, n_out, activation, device=backend, seed=SEED)
+    host = _randomise(net, seed=5, scale=1.0)
+    x_host = np.random.default_rng(6).standard_normal((23, n_in))
+    z = x_host
+    for k in range(1, net.n_affine + 1):  # the forward pass from its definition, on the host
+        z = z @ host[f"W{k}"] + host[f"b{k}"]
+        if k < net.n_affine:
+            z = np.maximum(z, 0.0) if activation == "relu" else 1.0 / (1.0 + np.exp(-z))
+    expected = np.argmax(z, axis=1)
+    x = backend.asarray(x_host, dtype=backend.dtype)
+    for chunk in (5, 23, 1000):
+        labels = net.predict_labels(x, chunk=chunk)
+        assert_on(backend, labels)
+        assert np.array_equal(backend.to_numpy(labels), expected), chunk
+    images = backend.asarray(x_host.reshape(23, 1, n_in), dtype=backend.dtype)
+    assert np.array_equal(backend.to_numpy(net.predict_labels(images)), expected)
+    assert tuple(net.predict_labels(x[:0, ...]).shape) == (0,)
+    t = backend.asarray(expected)
+    assert net.accuracy(x, t) == 1.0
+
+
 # -- (e) errors a user can cause -------------------------------------------------------
 
 BAD_BATCHES = {
