@@ -3,7 +3,8 @@
 A program (``nnx <command>``, a script, a benchmark) builds an ``argparse`` parser and a
 ``run(args) -> int``, and hands both to :func:`run_program`. Errors a user can cause
 (:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
-a full disk) end as one line ``PROG: error: ...`` on stderr and exit status 2; Ctrl-C
+a full disk, running out of host or device memory) end as one line ``PROG: error: ...``
+on stderr and exit status 2; Ctrl-C
 ends as ``PROG: interrupted`` and 130. The ``add_*`` helpers add the flags that several
 programs share, with one spelling and one help text.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "add_optimizer_arguments",
     "add_out_argument",
     "optimizers_from_args",
+    "out_of_memory",
     "output_dir",
     "run_module",
     "run_program",
@@ -57,10 +59,21 @@ def run_program(
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+    except MemoryError as exc:  # NumPy's and CuPy's out-of-memory errors are both MemoryError
+        print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    """"out of memory (what failed to allocate)", from NumPy's or CuPy's message."""
+    lines = str(exc).strip().splitlines()
+    detail = lines[0].rstrip(".") if lines else ""
+    if detail.lower().startswith("out of memory"):  # CuPy: "Out of memory allocating N bytes"
+        return "out of memory" + detail[len("out of memory"):]
+    return f"out of memory ({detail[:1].lower()}{detail[1:]})" if detail else "out of memory"
 
 
 def run_module(

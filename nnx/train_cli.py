@@ -8,16 +8,19 @@ final parameters as params.npz.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
+from typing import Any
 
 from backends import get_backend, machine_info
 from nnx import runio
-from nnx.errors import DivergenceError
+from nnx.errors import DivergenceError, InputError
 from nnx.mnist import load_mnist
 from nnx.network import ACTIVATIONS, METHODS
 from nnx.optimizers import OPTIMIZERS
 from nnx.plots import plot_accuracy, plot_loss
+from nnx.programs import out_of_memory
 from nnx.training import GRADS, TrainConfig, TrainResult, config_dict, describe, train
 
 HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
@@ -58,12 +61,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     config.validate()
-    get_backend(config.device, config.dtype)  # a bad or missing device fails before any work
+    device = get_backend(config.device, config.dtype).device  # a bad device fails before work
     out = Path(args.out) if args.out else _default_out(config)
     out, created = runio.prepare_dir(out)
     try:
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
-        result = train(config, data)
+        try:
+            result = train(config, data)
+        except MemoryError as exc:
+            raise InputError(_memory_advice(config, device, data, exc)) from None
     except BaseException:
         if created:
             runio.remove_if_empty(out)
@@ -124,6 +130,27 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         weight_init_std=std, optimizer=args.optimizer, optimizer_options=options,
         seed=args.seed, eval_every=args.eval_every,
     )
+
+
+def _memory_advice(config: TrainConfig, device: str, data: Any, exc: MemoryError) -> str:
+    """The failed allocation, and the flag that shrinks the largest of the run's arrays:
+    the weights (--hidden), the activations of a batch (--batch-size) or the data set held
+    on the device (--dtype float32 halves it)."""
+    (x_train, _), (x_test, _) = data
+    sizes = [x_train.shape[1], *config.hidden, 10]
+    weights = sum(a * b for a, b in itertools.pairwise(sizes))
+    batch = config.batch_size * sum(sizes)
+    dataset = (x_train.shape[0] + x_test.shape[0]) * x_train.shape[1]
+    if weights >= max(batch, dataset):
+        smaller = " ".join(str(max(h // 2, 1)) for h in config.hidden)
+        hint = f"a smaller --hidden (e.g. {smaller})"
+    elif batch >= dataset:
+        hint = f"a smaller --batch-size (e.g. {max(config.batch_size // 2, 1)})"
+    elif config.dtype == "float64":
+        hint = "--dtype float32 (the data set on the device takes half the memory)"
+    else:
+        hint = "a device with more free memory"
+    return f"{out_of_memory(exc)} training on {device}; try {hint}"
 
 
 def _default_out(config: TrainConfig) -> Path:

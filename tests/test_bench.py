@@ -341,3 +341,18 @@ def test_bench_training_script(tmp_path, mnist_dir):
     line = one_line_error(run("scripts/bench_training.py", "--data-dir", str(mnist_dir),
                               "--iters", "0", "--out", str(tmp_path / "x")))
     assert "--iters" in line and not (tmp_path / "x").exists()
+
+
+def test_running_out_of_memory_is_one_line_with_the_size(capsys):
+    """A real NumPy allocation failure (8 PB) in a program's run: one line, status 2."""
+    import argparse
+
+    from nnx.programs import run_program
+
+    def run(_args):
+        return np.empty((10**9, 10**6))
+
+    assert run_program("prog", argparse.ArgumentParser(), run, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prog: error: out of memory (unable to allocate ") and "PiB" in err
+    assert err.rstrip().endswith("; try smaller sizes") and err.count("\n") == 1

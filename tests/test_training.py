@@ -18,6 +18,7 @@ import pytest
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
 from nnx.runio import load_params
+from nnx.train_cli import _memory_advice
 from nnx.training import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -210,6 +211,34 @@ def test_cli_divergence_names_the_iteration(mnist_dir, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert history["status"] == "diverged"
     assert not (out / "params.npz").exists()  # no checkpoint of a diverged net
+
+
+def test_cli_out_of_memory_names_the_size_and_a_smaller_one(mnist_dir, tmp_path):
+    out = tmp_path / "run"  # 784 x 10**12 float64 weights: no machine allocates 5.57 PiB
+    proc = _nnx("train", "--data-dir", str(mnist_dir), "--out", str(out),
+                "--hidden", str(10**12), "--iters", "1")
+    _assert_one_sentence_error(proc, "out of memory (unable to allocate 5.57 PiB")
+    assert "try a smaller --hidden (e.g. 500000000000)" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("hidden", "batch", "dtype", "advice"),
+    [
+        ((10**9,), 100, "float64", "a smaller --hidden (e.g. 500000000)"),
+        ((4000, 30), 10**6, "float64", "a smaller --batch-size (e.g. 500000)"),
+        ((50,), 100, "float64", "--dtype float32"),
+        ((50,), 100, "float32", "a device with more free memory"),
+    ],
+)
+def test_out_of_memory_advice_shrinks_the_largest_array(hidden, batch, dtype, advice):
+    data = ((np.zeros((60000, 784), np.float32), None), (np.zeros((10000, 784)), None))
+    config = TrainConfig(hidden=hidden, batch_size=batch, dtype=dtype)
+    # CuPy's wording; its OutOfMemoryError is a MemoryError.
+    exc = MemoryError("Out of memory allocating 1,024 bytes (allocated so far: 0 bytes).")
+    text = _memory_advice(config, "cuda:0", data, exc)
+    assert text.startswith("out of memory allocating 1,024 bytes (allocated so far: 0 bytes) "
+                           f"training on cuda:0; try {advice}")
 
 
 def test_ctrl_c_stops_cleanly_after_saving(mnist_dir, tmp_path):
