@@ -28,21 +28,23 @@ import numpy as np
 import backends
 from backends import Backend, get_backend
 from nnx import bench_report as report
+from nnx import runio
 from nnx.bench_cases import (
     DataSource,
     HostBatch,
     LoopSample,
     TorchStep,
-    extrapolate,
     make_net,
     on_device,
     param_sizes,
     sample_indices,
+    time_full_loop,
+    time_sampled_loop,
     torch_status,
 )
 from nnx.bench_sweep import check_memory, points, run_sweep, work
 from nnx.bench_timing import Case, CpuWatch, cuda_event_times, ratio, run_interleaved, summarize
-from nnx.programs import run_module
+from nnx.programs import output_dir, run_module
 
 SCHEMA = "nnx-bench-gradients/1"
 
@@ -134,21 +136,22 @@ def run(args: argparse.Namespace) -> int:
     host = source.batch(args.batch)
     density = float(np.count_nonzero(host.x)) / host.x.size
     check_memory(devs, book, book, density, what="the point", hint="--batch/--hidden")
-    info = backends.machine_info()
-    load_start, watch = os.getloadavg(), CpuWatch()
-    result = measure(devs, source, host, args, info, log)
-    result["other_cpu"] = {"measurement": watch.others()}
-    if args.sweep:
-        reference = {d: (r["methods"]["numerical_vectorized"]["median_s"],
-                         work(args.batch, args.hidden)) for d, r in result["devices"].items()}
-        watch = CpuWatch()
-        result["sweep"] = run_sweep(devs, source, args, log, reference)
-        result["other_cpu"]["sweep"] = watch.others()
-    result["load_average"] = {"start": list(load_start), "end": list(os.getloadavg())}
-    text = report.render_text(result)
-    print(text, end="")
-    save(result, text, args.out)
-    log(f"wrote {args.out}/gradients.{{json,md,txt,png}}")
+    with output_dir(args.out) as out:  # an unwritable --out fails before any timing
+        info = backends.machine_info()
+        load_start, watch = os.getloadavg(), CpuWatch()
+        result = measure(devs, source, host, args, info, log)
+        result["other_cpu"] = {"measurement": watch.others()}
+        if args.sweep:
+            reference = {d: (r["methods"]["numerical_vectorized"]["median_s"],
+                             work(args.batch, args.hidden)) for d, r in result["devices"].items()}
+            watch = CpuWatch()
+            result["sweep"] = run_sweep(devs, source, args, log, reference)
+            result["other_cpu"]["sweep"] = watch.others()
+        result["load_average"] = {"start": list(load_start), "end": list(os.getloadavg())}
+        text = report.render_text(result)
+        print(text, end="")
+        save(result, text, out)
+        log(f"wrote {out}/gradients.{{json,md,txt,png}}")
     return 0
 
 
@@ -205,23 +208,14 @@ def measure(devs: list[Backend], source: DataSource, host: HostBatch, args: argp
         if events is not None:
             methods["backprop"]["cuda_events"] = summarize(events)
         log(f"timing the one-coordinate loop on {be.device}: {n_sample:,} of {total:,} coordinates")
-        runs = LoopSample(net, x, t, indices).time(be, args.numerical_repeat)
-        counts = {k: len(v) for k, v in indices.items()}
-        how = (f"extrapolated from {n_sample:,} of {total:,} coords" if n_sample < total
-               else f"all {total:,} coords, each parameter timed apart")
-        methods["numerical_loop"] = {
-            "label": f"numerical, book's loop ({how})",
-            "extrapolated": n_sample < total, "sample": n_sample, "coordinates": total,
-            "sample_seconds": runs,
-            **summarize([extrapolate(r, counts, sizes) for r in runs]),
-        }
+        loop = time_sampled_loop(be, LoopSample(net, x, t, indices), sizes, args.numerical_repeat)
+        methods["numerical_loop"] = {"label": f"numerical, book's loop ({loop.pop('how')})",
+                                     **loop}
         if args.full_loop and be.name == "numpy":
             log(f"running the one-coordinate loop over all {total:,} coordinates on {be.device}")
-            full = be.time(lambda n=net, x=x, t=t: n.numerical_gradient(x, t, method="loop"),
-                           repeat=1, warmup=0)
             methods["numerical_loop_full"] = {
                 "label": f"numerical, book's loop (all {total:,} coords, 1 run)",
-                "extrapolated": False, "coordinates": total, **summarize(full)}
+                **time_full_loop(be, net, x, t)}
         base = methods["backprop"]
         result["devices"][be.device]["ratios"] = {
             f"{k}/backprop": ratio(m, base) for k, m in methods.items()
@@ -266,9 +260,9 @@ def save(result: dict[str, Any], text: str, out: Path) -> None:
             report.chart_sweep(result, axis, out / f"sweep_{axis}.png")
             charts.append(f"sweep_{axis}.png")
     result["files"] = ["gradients.json", "gradients.md", "gradients.txt", *charts]
-    report.write_text(out / "gradients.txt", text)
-    report.write_text(out / "gradients.md", report.render_markdown(result, charts))
-    report.write_json(out / "gradients.json", result)
+    runio.write_bytes(out / "gradients.txt", text.encode())
+    runio.write_bytes(out / "gradients.md", report.render_markdown(result, charts).encode())
+    runio.write_json(out / "gradients.json", result)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

@@ -24,16 +24,18 @@ import numpy as np
 import backends
 from backends import get_backend
 from nnx import bench_report as report
+from nnx import runio
 from nnx.bench import describe, positive
 from nnx.bench_cases import (
     DataSource,
     LoopSample,
     TorchStep,
-    extrapolate,
     make_net,
     on_device,
     param_sizes,
     sample_indices,
+    time_full_loop,
+    time_sampled_loop,
     torch_status,
 )
 from nnx.bench_refs import BookStyleNet, fused_step
@@ -47,7 +49,7 @@ from nnx.bench_timing import (
     run_interleaved,
     summarize,
 )
-from nnx.programs import run_module
+from nnx.programs import output_dir, run_module
 
 SCHEMA = "nnx-bench-backprop/1"
 TARGET_BACKPROP = 1.3  # nnx's step within this factor of the fused one
@@ -74,6 +76,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is None:
+        return _run(args)
+    with output_dir(args.out):  # an unwritable --out fails before any timing
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     be = get_backend("cpu", "float64")
     source = DataSource(args.data_dir, args.seed)
@@ -100,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     text = render(result)
     print(text, end="")
     if args.out is not None:
-        report.write_text(args.out / "backprop.txt", text)
-        report.write_text(args.out / "backprop.md", render(result, markdown=True))
-        report.write_json(args.out / "backprop.json", result)
+        runio.write_bytes(args.out / "backprop.txt", text.encode())
+        runio.write_bytes(args.out / "backprop.md", render(result, markdown=True).encode())
+        runio.write_json(args.out / "backprop.json", result)
         log(f"wrote {args.out}/backprop.{{json,md,txt}}")
     return 0
 
@@ -157,16 +166,12 @@ def numerical_part(be, net, x, t, args, log) -> dict[str, Any]:
     n = sum(len(v) for v in indices.values())
     if args.full_loop:
         log(f"running the one-coordinate loop over all {total:,} coordinates (one run)")
-        times = be.time(lambda: net.numerical_gradient(x, t, method="loop"), repeat=1, warmup=0)
         loop = {"label": f"book's one-coordinate loop (all {total:,} coords, 1 run)",
-                "extrapolated": False, **summarize(times)}
+                **time_full_loop(be, net, x, t)}
     else:
         log(f"timing the one-coordinate loop on {n:,} of {total:,} coordinates")
-        runs = sample.time(be, args.numerical_repeat)
-        counts = {k: len(v) for k, v in indices.items()}
-        loop = {"label": f"book's one-coordinate loop (extrapolated from {n:,} of {total:,} "
-                         "coords)", "extrapolated": n < total, "sample": n,
-                **summarize([extrapolate(r, counts, sizes) for r in runs])}
+        loop = time_sampled_loop(be, sample, sizes, args.numerical_repeat)
+        loop = {"label": f"book's one-coordinate loop ({loop.pop('how')})", **loop}
     out["loop"] = loop
     grads = net.numerical_gradient(x, t)
     out["max_abs_diff_on_sample"] = max(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from backends import Backend
+from nnx.bench_timing import summarize
 from nnx.errors import InputError
 from nnx.gradients import numerical_gradient
 from nnx.network import TwoLayerNet
@@ -160,6 +161,29 @@ class LoopSample:
              for k in self.indices}
             for _ in range(repeat)
         ]
+
+
+def time_sampled_loop(
+    backend: Backend, sample: LoopSample, sizes: dict[str, int], repeat: int
+) -> dict[str, Any]:
+    """The loop timed ``repeat`` times on ``sample`` and extrapolated to all coordinates:
+    a :func:`~nnx.bench_timing.summarize` of the extrapolations, the raw sample
+    timings, and ``how`` (words for a label)."""
+    runs = sample.time(backend, repeat)
+    counts = {k: len(v) for k, v in sample.indices.items()}
+    n, total = sum(counts.values()), sum(sizes.values())
+    how = (f"extrapolated from {n:,} of {total:,} coords" if n < total
+           else f"all {total:,} coords, each parameter timed apart")
+    return {"how": how, "extrapolated": n < total, "sample": n, "coordinates": total,
+            "sample_seconds": runs, **summarize([extrapolate(r, counts, sizes) for r in runs])}
+
+
+def time_full_loop(backend: Backend, net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
+    """One run of the book's loop over every coordinate, summarised."""
+    total = sum(math.prod(p.shape) for p in net.params.values())
+    seconds = backend.time(lambda: net.numerical_gradient(x, t, method="loop"), repeat=1,
+                           warmup=0)
+    return {"extrapolated": False, "coordinates": total, **summarize(seconds)}
 
 
 # -- the PyTorch peer -------------------------------------------------------------------

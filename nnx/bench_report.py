@@ -1,57 +1,21 @@
-"""Reporting the benchmarks: a text table, Markdown, JSON and log-scale PNG charts.
+"""Reporting the benchmarks: a text table, Markdown and log-scale PNG charts.
 
-Every file is written to a temporary file beside its destination and renamed into
-place, so an interrupted run never leaves a half-written result. Charts use
-matplotlib's ``Figure`` directly (the Agg canvas), never pyplot's global state.
+The programs write the files with :mod:`nnx.runio` (atomically, never half a file);
+charts use matplotlib's ``Figure`` directly (the Agg canvas), never pyplot's global
+state, and are saved by :func:`nnx.plots.save_figure`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nnx.bench_timing import fmt_ratio, fmt_seconds, fmt_spread
+from nnx.plots import save_figure
 
 ORDER = ("backprop", "numerical_vectorized", "numerical_loop", "numerical_loop_full", "peer_torch")
-
-
-def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file in ``path``'s folder, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
-        with os.fdopen(fd, **mode) as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; results are not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path: Path, text: str) -> None:
-    write_atomic(path, lambda f: f.write(text))
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
 
 
 def command_line() -> str:
@@ -234,7 +198,7 @@ def chart_methods(result: dict[str, Any], path: Path) -> None:
     for i, (v, up) in enumerate(zip(medians, hi, strict=True)):
         ax.annotate(fmt_seconds(v), (v + up, i), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=7)
-    save_figure(fig, path)
+    save_figure(fig, path, bbox_inches=None)  # the layout is constrained already
 
 
 def chart_sweep(result: dict[str, Any], axis: str, path: Path) -> None:
@@ -271,4 +235,4 @@ def chart_sweep(result: dict[str, Any], axis: str, path: Path) -> None:
     ax.set_title(f"Gradient time against {axis} size", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
+    save_figure(fig, path, bbox_inches=None)  # the layout is constrained already

@@ -29,7 +29,7 @@ from nnx import runio
 from nnx.bench_refs import BookStyleNet, fused_step
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
-from nnx.programs import add_data_arguments, run_module
+from nnx.programs import add_data_arguments, output_dir, run_module
 from nnx.training import TrainConfig, train
 
 
@@ -48,26 +48,26 @@ def run(args: argparse.Namespace) -> int:
     if args.iters < 1 or args.repeat < 1:
         raise InputError("--iters and --repeat must be positive integers")
     devices = [get_backend(d).device for d in (args.device or ["cpu"])]
-    out, _ = runio.prepare_dir(args.out)
-    data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
-    contenders = {f"nnx ({d})": _nnx_run(d) for d in devices}
-    contenders["book-style loop (NumPy)"] = _book_run
-    contenders["fused NumPy loop"] = _fused_run
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    accs: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(args.repeat):
-        for name, fn in contenders.items():
-            seconds, acc = fn(data, args.iters, args.seed + r)
-            times[name].append(seconds)
-            accs[name].append(acc)
-            print(f"run {r + 1}/{args.repeat}  {name:<28} {seconds:7.2f} s  test acc {acc:.4f}",
-                  flush=True)
-    report = _report(times, accs, args, devices)
-    print()
-    print(report["markdown"])
-    runio.write_json(out / "bench_training.json", report)
-    runio.write_bytes(out / "bench_training.md", report["markdown"].encode())
-    print(f"\nwrote {out / 'bench_training.json'} and {out / 'bench_training.md'}")
+    with output_dir(args.out) as out:  # an unwritable --out fails before any timing
+        data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+        contenders = {f"nnx ({d})": _nnx_run(d) for d in devices}
+        contenders["book-style loop (NumPy)"] = _book_run
+        contenders["fused NumPy loop"] = _fused_run
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        accs: dict[str, list[float]] = {name: [] for name in contenders}
+        for r in range(args.repeat):
+            for name, fn in contenders.items():
+                seconds, acc = fn(data, args.iters, args.seed + r)
+                times[name].append(seconds)
+                accs[name].append(acc)
+                print(f"run {r + 1}/{args.repeat}  {name:<28} {seconds:7.2f} s  test acc {acc:.4f}",
+                      flush=True)
+        report = _report(times, accs, args, devices)
+        print()
+        print(report["markdown"])
+        runio.write_json(out / "bench_training.json", report)
+        runio.write_bytes(out / "bench_training.md", report["markdown"].encode())
+        print(f"\nwrote {out / 'bench_training.json'} and {out / 'bench_training.md'}")
     return 0
 
 

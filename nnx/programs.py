@@ -4,9 +4,9 @@ A program (``nnx <command>``, a script, a benchmark) builds an ``argparse`` pars
 ``run(args) -> int``, and hands both to :func:`run_program`. Errors a user can cause
 (:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
 a full disk, running out of host or device memory) end as one line ``PROG: error: ...``
-on stderr and exit status 2; Ctrl-C
-ends as ``PROG: interrupted`` and 130. The ``add_*`` helpers add the flags that several
-programs share, with one spelling and one help text.
+on stderr and exit status 2; Ctrl-C ends as ``PROG: interrupted`` and 130. The
+``add_*`` helpers add the flags that several programs share, with one spelling and one
+help text.
 """
 
 from __future__ import annotations

@@ -246,17 +246,9 @@ def _evaluate(net: MultiLayerNet, train_set: tuple, test_set: tuple, history: di
               i: int, per_epoch: int, start: float) -> None:
     history["eval_iter"].append(i)
     history["eval_epoch"].append(i / per_epoch)
-    history["train_acc"].append(_accuracy(net, train_set))
-    history["test_acc"].append(_accuracy(net, test_set))
+    for key, (x, t, _) in (("train_acc", train_set), ("test_acc", test_set)):
+        history[key].append(net.accuracy(x, t, check=False))
     history["eval_elapsed"].append(time.perf_counter() - start)
-
-
-def _accuracy(net: MultiLayerNet, data: tuple[Any, Any, Any]) -> float:
-    """Accuracy over a whole set."""
-    xp = net.xp
-    x, t, _ = data
-    y = net.predict_labels(x)
-    return float(xp.sum(xp.astype(y == t, xp.float64))) / x.shape[0]
 
 
 def _epoch_line(history: dict, per_epoch: int) -> str:

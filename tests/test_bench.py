@@ -205,7 +205,7 @@ def test_bench_gradients_script_on_cpu_and_strict_with_a_sweep(tmp_path):
     assert "| device | method |" in (out / "gradients.md").read_text()
     for name in ("gradients.png", "sweep_batch.png", "sweep_hidden.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*"))  # no temporary file left beside the results
 
 
 def test_python_m_nnx_bench_full_loop_on_cpu(tmp_path):
@@ -231,6 +231,15 @@ def test_sweep_too_large_is_refused_up_front(tmp_path):
                               "--max-batch", "100000000", "--out", str(tmp_path / "x")))
     assert "needs ~" in line and "GiB available" in line and "--max-batch" in line
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("program", ["scripts/bench_gradients.py", "scripts/bench_backprop.py",
+                                     "scripts/bench_training.py"])
+def test_unwritable_out_is_refused_before_any_timing(tmp_path, program):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = one_line_error(run(program, "--out", str(blocker / "x")))
+    assert "cannot write to output directory" in line and str(blocker) in line
 
 
 def test_bench_backprop_script(tmp_path):
