@@ -20,7 +20,7 @@ from nnx.mnist import load_mnist
 from nnx.network import ACTIVATIONS, METHODS
 from nnx.optimizers import OPTIMIZERS
 from nnx.plots import plot_accuracy, plot_loss
-from nnx.programs import out_of_memory
+from nnx.programs import out_of_memory, output_dir
 from nnx.training import GRADS, TrainConfig, TrainResult, config_dict, describe, train
 
 HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
@@ -62,19 +62,13 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     config.validate()
     device = get_backend(config.device, config.dtype).device  # a bad device fails before work
-    out = Path(args.out) if args.out else _default_out(config)
-    out, created = runio.prepare_dir(out)
-    try:
+    with output_dir(Path(args.out) if args.out else _default_out(config)) as out:
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         try:
             result = train(config, data)
         except MemoryError as exc:
             raise InputError(_memory_advice(config, device, data, exc)) from None
-    except BaseException:
-        if created:
-            runio.remove_if_empty(out)
-        raise
-    save_run(out, config, result, plots=not args.no_plots)
+        save_run(out, config, result, plots=not args.no_plots)
     print(f"saved {result.status} run to {out}")
     if result.status == "diverged":
         raise DivergenceError(result.message)
