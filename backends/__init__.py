@@ -15,7 +15,6 @@ from backends.core import (
     device_of,
     get_backend,
     host_memory_free,
-    namespace_of,
     parse_device,
     xp_of,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "get_backend",
     "host_memory_free",
     "machine_info",
-    "namespace_of",
     "parse_device",
     "xp_of",
 ]

@@ -103,10 +103,6 @@ class Backend:
             return x.get()
         return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
 
-    def to_float(self, x: Any) -> float:
-        """A 0-d array (or Python number) as a Python float; waits for the device."""
-        return float(x)
-
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend, on this device."""
         if self.name == "numpy":
@@ -301,8 +297,6 @@ _NAMESPACE_BY_TYPE: dict[type, ModuleType] = {}
 
 def xp_of(x: Any) -> ModuleType:
     """The array namespace of one array, cached by its type: cheap enough for a hot loop.
-
-    Use :func:`namespace_of` where several arrays must be checked to agree.
     """
     try:
         return _NAMESPACE_BY_TYPE[type(x)]
@@ -315,20 +309,3 @@ def xp_of(x: Any) -> ModuleType:
 def device_of(x: Any) -> Any:
     """The device of an array, as its namespace's ``device=`` keywords take it."""
     return array_api_compat.device(x)
-
-
-def namespace_of(*arrays: Any) -> ModuleType:
-    """The namespace shared by ``arrays``; a clear error when they mix libraries or devices."""
-    try:
-        xp = array_api_compat.array_namespace(*arrays)
-    except TypeError as exc:
-        kinds = sorted({_describe(a) for a in arrays})
-        raise BackendError(f"arrays come from different libraries or devices ({', '.join(kinds)}): "
-                           "move them to one device with backend.asarray()") from exc
-    devices = {str(array_api_compat.device(a)) for a in arrays if hasattr(a, "shape")}
-    if len(devices) > 1:
-        raise BackendError(
-            f"arrays live on different devices ({', '.join(sorted(devices))}): "
-            "move them to one device with backend.asarray()"
-        )
-    return xp

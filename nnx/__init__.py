@@ -18,12 +18,12 @@ from nnx.functions import (
     step_function,
 )
 from nnx.gradcheck import gradient_check
-from nnx.gradients import numerical_diff, numerical_gradient, numerical_gradient_batched
+from nnx.io import load_params
 from nnx.layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, SquareLayer
 from nnx.mnist import load_mnist
 from nnx.network import MultiLayerNet, TwoLayerNet
+from nnx.numerical import numerical_diff, numerical_gradient
 from nnx.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_optimizer
-from nnx.runio import load_params
 from nnx.training import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "make_optimizer",
     "numerical_diff",
     "numerical_gradient",
-    "numerical_gradient_batched",
     "relu",
     "sigmoid",
     "softmax",

@@ -1,4 +1,15 @@
-"""Errors a user can cause. Each message is one sentence saying what is wrong and what to do."""
+"""Errors a user can cause, and the validators that raise them.
+
+Each message is one sentence saying what is wrong and what to do. The validators are the
+one place arguments are checked for type and range; every module uses them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
 
 
 class NnxError(Exception):
@@ -15,3 +26,40 @@ class InputError(NnxError, ValueError):
 
 class DivergenceError(NnxError):
     """Training produced a non-finite loss."""
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is a positive integer (not a bool), else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number above zero, else :class:`InputError`."""
+    x = _real(name, value)
+    if not (x > 0 and math.isfinite(x)):
+        raise InputError(f"{name} must be a positive finite number, got {value!r}")
+    return x
+
+
+def unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float if it lies in [0, 1), else :class:`InputError`."""
+    x = _real(name, value)
+    if not 0.0 <= x < 1.0:  # also rejects NaN
+        raise InputError(f"{name} must be in [0, 1), got {value!r}")
+    return x
+
+
+def one_of(name: str, value: Any, options: Iterable[str]) -> str:
+    """``value`` if it is one of ``options``, else :class:`InputError` listing them."""
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise InputError(f"unknown {name} {value!r}: expected one of {', '.join(options)}")
+    return value
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    return float(value)

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from nnx.errors import InputError
-from nnx.gradients import numerical_gradient
+from nnx.errors import one_of, positive_int, positive_number
 from nnx.layers import Relu
+from nnx.numerical import numerical_gradient
 
 Array = Any
 MODES = ("full", "sample", "direction")
@@ -144,18 +144,14 @@ def gradient_check(
     so the defaults accept that noise and still catch a 1% error in any gradient entry
     larger than ~1e-8. Nothing leaves the device until the summary statistics.
     """
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
-    for name, value in (("h", h), ("tol", tol), ("tiny", tiny)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name} must be a positive finite number, got {value!r}")
-    net.check_batch(x, t)
+    one_of("mode", mode, MODES)
+    positive_int("n_samples", n_samples)
+    h, tol, tiny = (positive_number(k, v) for k, v in (("h", h), ("tol", tol), ("tiny", tiny)))
+    net.check_values(x, t)
     net64 = net.astype("float64")
     xp = net64.xp
     x64 = xp.astype(x, xp.float64)
-    grads = net64.gradient(x64, t, check=False)
+    grads = net64.gradient(x64, t)
     relus = [layer for layer in net64.layers if isinstance(layer, Relu)]
     base_masks = [layer.mask for layer in relus]  # of the unperturbed forward pass
     rng = np.random.default_rng(seed)
@@ -217,7 +213,7 @@ def _observing_loss(ctx: _Context, crossed: list[Array]) -> Any:
     """``net.loss`` for the one-coordinate loop, noting whether any ReLU mask moved."""
 
     def f(_w: Array) -> Array:
-        loss = ctx.net.loss(ctx.x, ctx.t, check=False)
+        loss = ctx.net.loss(ctx.x, ctx.t)
         if ctx.relus:
             crossed.append(_masks_changed(ctx, ctx.relus))
         return loss
@@ -246,7 +242,7 @@ def _direction(
     for sign in (1.0, -1.0):
         moved = net.astype("float64")
         moved.params = {k: p + (sign * ctx.h) * v[k] for k, p in net.params.items()}
-        losses.append(moved.loss(ctx.x, ctx.t, check=False))
+        losses.append(moved.loss(ctx.x, ctx.t))
         if ctx.relus:
             crossed.append(_masks_changed(ctx, [m for m in moved.layers if isinstance(m, Relu)]))
     numeric = (losses[0] - losses[1]) / (2 * ctx.h)
@@ -287,15 +283,10 @@ def _predicted_kinks(net: Any, x: Array, h: float) -> dict[str, Array]:
     """For every parameter, which coordinates' +-h step changes a ReLU mask (see module doc)."""
     xp = net.xp
     dev = net.backend.array_device
-    affines = net._affines()
+    affines = net.affines
     last = len(affines) - 1
-    inputs, pre = [], []
-    z = xp.reshape(x, (x.shape[0], -1))
-    for layer in affines:
-        inputs.append(z)
-        a = xp.matmul(z, layer.W) + layer.b
-        pre.append(a)
-        z = xp.where(a > 0, a, 0.0)
+    trace = net.trace(x)  # the forward pass: each Affine's input and pre-activation
+    inputs, pre = [a for a, _ in trace], [z for _, z in trace]
     step = h * (1.0 + _MARGIN)
     flags = {}
     for k, layer in enumerate(affines):

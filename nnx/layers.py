@@ -7,10 +7,11 @@ never modified: every layer returns new arrays.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from backends import xp_of
-from nnx.functions import as_one_hot, log_softmax, sigmoid
+from nnx.functions import as_one_hot, log_softmax, relu, sigmoid
 
 Array = Any
 
@@ -89,7 +90,8 @@ class Affine:
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0], -1))
         self.x = x
-        return xp.matmul(x, self.W) + self.b
+        self.out = xp.matmul(x, self.W) + self.b  # kept for the numerical gradient's trace
+        return self.out
 
     def backward(self, dout: Array) -> Array | None:
         xp = xp_of(dout)
@@ -119,3 +121,16 @@ class SoftmaxWithLoss:
 
     def backward(self, dout: Any = 1.0) -> Array:
         return (self.y - self.t) * (dout / self.batch_size)
+
+
+class Activation(NamedTuple):
+    """An activation as a layer (for backprop) and as a function (for everything else)."""
+
+    layer: type
+    fn: Callable[[Array], Array]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(Relu, relu),
+    "sigmoid": Activation(Sigmoid, sigmoid),
+}

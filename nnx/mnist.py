@@ -10,28 +10,32 @@ downloaded into that same directory, an explicit one included, from the first of
 Every file is checked before use: its gzip stream, IDX header and size, shape, label
 range, and the SHA-256 of its *decompressed* content, so any faithful copy passes
 however it was compressed. A download is written to a temporary file beside its
-destination and renamed into place only once verified: a broken download never
-poisons the cache, and two processes downloading at once do not clash.
+destination and renamed into place only once verified (:func:`nnx.io.download`): a
+broken download never poisons the cache, and two processes downloading at once do not
+clash.
+
+The IDX format: a 4-byte magic number (two zero bytes, a type code, the number of
+dimensions), one big-endian uint32 per dimension, then the values in C order; a name
+ending in ``.gz`` is gzip-compressed.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import math
 import os
-import secrets
-import sys
-from contextlib import suppress
+import struct
+import zlib
 from http.client import HTTPException
 from pathlib import Path
 from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
 
 import numpy as np
 import platformdirs
-from tqdm import tqdm
 
+from nnx import io
 from nnx.errors import DataError
-from nnx.idx import IdxError, decompress, parse_idx, read_bytes, read_idx
 
 __all__ = [
     "ENV_VAR",
@@ -72,6 +76,87 @@ MIRRORS: tuple[str, ...] = (
 
 TIMEOUT_S = 30.0  # per connection attempt and per read, not for the whole file
 ROWS = COLS = 28
+
+
+# Type code (the magic number's third byte) -> big-endian NumPy dtype.
+IDX_DTYPES: dict[int, str] = {
+    0x08: ">u1",
+    0x09: ">i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
+
+
+class IdxError(ValueError):
+    """Why some bytes are not a good IDX file: a phrase that reads on from the file's name."""
+
+
+def decompress(data: bytes) -> bytes:
+    """Gunzip ``data``, raising :class:`IdxError` (never a zlib or gzip error) if it is corrupt."""
+    try:
+        return gzip.decompress(data)
+    except EOFError as exc:
+        raise IdxError("is truncated (its gzip stream ends early)") from exc
+    except (OSError, zlib.error) as exc:
+        raise IdxError(f"is not a valid gzip file ({exc})") from exc
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The content of ``path``, decompressed when its name ends in ``.gz``; :class:`IdxError`
+    if it cannot be read or its gzip stream is corrupt."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdxError(f"cannot be read ({exc.strerror or exc})") from exc
+    return decompress(data) if path.name.endswith(".gz") else data
+
+
+def parse_idx(data: bytes) -> np.ndarray:
+    """Parse the (decompressed) bytes of an IDX file into an array in native byte order.
+
+    Raises :class:`IdxError` for a wrong magic number or a payload whose length is not
+    the product of the dimensions times the item size. One-byte types come back as a
+    read-only view of ``data``; copy the result if you need to write to it.
+    """
+    if len(data) < 4:
+        raise IdxError(f"is truncated (only {len(data)} bytes, shorter than an IDX header)")
+    code, ndim = data[2], data[3]
+    if data[:2] != b"\0\0" or code not in IDX_DTYPES:
+        raise IdxError(f"is not an IDX file (its magic number is 0x{data[:4].hex()})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IdxError(f"is truncated (its {ndim} dimensions are cut short)")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    dtype = np.dtype(IDX_DTYPES[code])
+    count = math.prod(dims)
+    expected, payload = count * dtype.itemsize, len(data) - header
+    if payload != expected:
+        shape = "x".join(map(str, dims)) or "scalar"
+        problem = "is truncated" if payload < expected else "is too long"
+        raise IdxError(
+            f"{problem} (its header declares {shape} {dtype.name} values, {expected} bytes, "
+            f"but {payload} bytes follow)"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    if dtype.itemsize > 1:
+        array = array.astype(dtype.newbyteorder("="))
+    return array
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (gzip-compressed when its name ends in ``.gz``) into a writable array.
+
+    Raises :class:`~nnx.errors.DataError`, one sentence naming the file and what is wrong,
+    if it cannot be read, is not valid gzip, or is not a well-formed IDX file.
+    """
+    try:
+        array = parse_idx(read_bytes(path))
+    except IdxError as exc:
+        raise DataError(f"{path} {exc}; replace it with a valid IDX file") from exc
+    return array if array.flags.writeable else array.copy()
 
 
 def default_data_dir() -> Path:
@@ -158,11 +243,13 @@ def _load_files(directory: Path, download: bool) -> dict[str, np.ndarray]:
             f".gz uncompressed) in {directory}, or allow downloading (download=True)"
         )
     if missing:
+        existed = directory.is_dir()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            io.writable_dir(directory)
         except OSError as exc:
+            what = f"write to {directory}" if existed else f"create {directory}"
             raise DataError(
-                f"cannot create {directory} to download MNIST into ({exc.strerror or exc}); "
+                f"cannot {what} to download MNIST into ({exc.strerror or exc}); "
                 f"choose a writable directory with --data-dir or {ENV_VAR}"
             ) from exc
     arrays = {}
@@ -235,41 +322,7 @@ def _download(name: str, directory: Path) -> np.ndarray:
 
 
 def _fetch(url: str, target: Path, name: str) -> np.ndarray:
-    # A unique name in the destination directory, so os.replace is an atomic rename and
-    # concurrent downloaders never write the same file; O_EXCL with 0o666 honours umask.
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as exc:
-        raise DataError(
-            f"cannot write to {target.parent} ({exc.strerror or exc}); choose a writable "
-            f"directory with --data-dir or {ENV_VAR}"
-        ) from exc
-    done = False
-    try:
-        chunks = []
-        request = Request(url, headers={"User-Agent": "nnx-mnist-loader"})
-        with os.fdopen(fd, "wb") as out, urlopen(request, timeout=TIMEOUT_S) as response:
-            size = response.headers.get("Content-Length")
-            show = bool(getattr(sys.stderr, "isatty", None) and sys.stderr.isatty())
-            with tqdm(
-                total=int(size) if size and size.isdigit() else None,
-                desc=target.name, unit="B", unit_scale=True, disable=not show,
-            ) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    chunks.append(chunk)
-                    bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        array = _verify(decompress(b"".join(chunks)), name)
-        os.replace(tmp, target)
-        done = True
-        return array
-    finally:
-        if not done:
-            with suppress(OSError):
-                tmp.unlink()
+    return io.download(url, target, lambda data: _verify(decompress(data), name), TIMEOUT_S)
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,6 +3,13 @@
 Parameters live in a dict ``{"W1", "b1", "W2", "b2", ...}`` as in the book. Weights are
 drawn on the host from a NumPy Generator seeded by ``seed`` and then moved to the
 device, so the same seed gives identical initial parameters on every device.
+
+There is one forward pass, through the layers (:meth:`MultiLayerNet.predict`):
+:meth:`~MultiLayerNet.predict_labels`, :meth:`~MultiLayerNet.trace` (which the numerical
+gradient and the gradient check read) and the loss all run it. Each call checks what
+costs nothing -- which device its arrays are on, their shapes and dtypes -- and reads no
+value back from the device; the values of a data set (label range, finite pixels) are
+checked where the data enter (the loader, :func:`nnx.training.train`, the CLI).
 """
 
 from __future__ import annotations
@@ -14,14 +21,10 @@ from typing import Any
 import numpy as np
 
 from backends import Backend, get_backend
-from nnx.errors import InputError
-from nnx.functions import relu, sigmoid
-from nnx.gradients import numerical_gradient as _loop_gradient
-from nnx.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from nnx.errors import InputError, one_of
+from nnx.layers import ACTIVATIONS, Affine, SoftmaxWithLoss
 
 Array = Any
-ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
-_ACTIVATION_FUNCTIONS = {"relu": relu, "sigmoid": sigmoid}
 METHODS = ("vectorized", "loop")
 PREDICT_CHUNK = 10_000  # rows per pass of predict_labels: the hidden activations stay small
 
@@ -43,20 +46,18 @@ class MultiLayerNet:
         activation: str = "relu",
         weight_init_std: float | str = 0.01,
         device: str | Backend | None = None,
-        seed: int | None = None,
+        seed: Any = None,
         dtype: Any = None,
     ) -> None:
-        if activation not in ACTIVATIONS:
-            raise InputError(
-                f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}"
-            )
+        one_of("activation", activation, ACTIVATIONS)
         sizes = [input_size, *hidden_sizes, output_size]
-        if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+               for s in sizes):
             raise InputError(f"layer sizes must be positive integers, got {sizes}")
         self.backend = get_backend(device, dtype)
         self.activation = activation
-        self.sizes = sizes
-        rng = np.random.default_rng(seed)
+        self.sizes = [int(s) for s in sizes]
+        rng = _generator(seed)
         self.params: dict[str, Array] = {}
         for k in range(1, len(sizes)):
             fan_in, fan_out = sizes[k - 1], sizes[k]
@@ -81,85 +82,73 @@ class MultiLayerNet:
 
     def _build_layers(self) -> None:
         self.layers: list[Any] = []
-        act = ACTIVATIONS[self.activation]
+        self.affines: list[Affine] = []
+        act = ACTIVATIONS[self.activation].layer
         for k in range(1, self.n_affine + 1):
-            p = self.params
-            self.layers.append(Affine(p[f"W{k}"], p[f"b{k}"], input_grad=k > 1))
+            self.affines.append(Affine(self.params[f"W{k}"], self.params[f"b{k}"],
+                                       input_grad=k > 1))
+            self.layers.append(self.affines[-1])
             if k < self.n_affine:
                 self.layers.append(act())
         self.last_layer = SoftmaxWithLoss()
 
-    def _affines(self) -> list[Affine]:
-        affines = [layer for layer in self.layers if isinstance(layer, Affine)]
-        # Re-read the dict: a user may have replaced an array instead of updating it in place.
-        for k, layer in enumerate(affines, start=1):
-            layer.W, layer.b = self.params[f"W{k}"], self.params[f"b{k}"]
-        return affines
-
     # -- the book's interface -----------------------------------------------------
     def predict(self, x: Array) -> Array:
         """The logits (scores before softmax) for a batch ``x`` of shape (N, input_size)."""
-        self._affines()
+        self._check_x(x)
+        # Re-read the dict: a user may have replaced an array instead of updating it in place.
+        for k, layer in enumerate(self.affines, start=1):
+            layer.W, layer.b = self.params[f"W{k}"], self.params[f"b{k}"]
         if x.dtype != self.dtype:
             x = self.xp.astype(x, self.dtype)
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
-    def loss(self, x: Array, t: Array, *, check: bool = True) -> Array:
+    def loss(self, x: Array, t: Array) -> Array:
         """Mean cross-entropy of the batch, a 0-d array on the device."""
-        if check:
-            self.check_batch(x, t)
+        self._check_t(x, t)
         return self.last_layer.forward(self.predict(x), t)
 
-    def accuracy(self, x: Array, t: Array, *, check: bool = True) -> float:
-        """Fraction of the batch whose largest logit is the label."""
-        if check:
-            self.check_batch(x, t)
-        xp = self.xp
-        y = self.predict_labels(x)
-        if t.ndim != 1:
-            t = xp.argmax(t, axis=1)
-        return float(xp.sum(xp.astype(y == t, xp.float64))) / x.shape[0]
-
-    def predict_labels(self, x: Array, chunk: int = PREDICT_CHUNK) -> Array:
-        """The class of each row of ``x`` (the index of its largest logit), for sets of any size.
-
-        The same arithmetic as :meth:`predict`, without the layers (nothing is cached for a
-        backward pass) and ``chunk`` rows at a time. Each product is taken feature-major,
-        ``W.T @ x.T``, which the BLAS runs a quarter faster on a CPU than ``x @ W`` when
-        thousands of rows meet a narrow ``W``; only the summation order differs.
-        """
-        xp = self.xp
-        x = xp.reshape(x, (x.shape[0], -1)) if x.ndim != 2 else x
-        act = _ACTIVATION_FUNCTIONS[self.activation]
-        labels = []
-        for s in range(0, max(x.shape[0], 1), chunk):  # an empty x gives an empty result
-            e = min(s + chunk, x.shape[0])  # the standard leaves out-of-bounds stops undefined
-            z = x[s:e, ...].T
-            if z.dtype != self.dtype:
-                z = xp.astype(z, self.dtype)
-            for k in range(1, self.n_affine + 1):
-                w, b = self.params[f"W{k}"], self.params[f"b{k}"]
-                z = xp.matmul(w.T, z) + b[:, None]
-                if k < self.n_affine:
-                    z = act(z)
-            labels.append(xp.argmax(z, axis=0))
-        return labels[0] if len(labels) == 1 else xp.concat(labels)
-
-    def gradient(self, x: Array, t: Array, *, check: bool = True) -> dict[str, Array]:
-        """Gradients of :meth:`loss` by backpropagation, keyed like ``params``.
-
-        ``check=False`` skips the argument checks (a training loop checks its data once).
-        """
-        self.loss(x, t, check=check)
+    def gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """Gradients of :meth:`loss` by backpropagation, keyed like ``params``."""
+        self.loss(x, t)
         dout = self.last_layer.backward(1.0)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         grads = {}
-        for k, layer in enumerate(self._affines(), start=1):
+        for k, layer in enumerate(self.affines, start=1):
             grads[f"W{k}"], grads[f"b{k}"] = layer.dW, layer.db
         return grads
+
+    def accuracy(self, x: Array, t: Array) -> float:
+        """Fraction of the rows whose largest logit is the label (one read from the device)."""
+        self._check_t(x, t)
+        xp = self.xp
+        if t.ndim != 1:
+            t = xp.argmax(t, axis=1)
+        hits = xp.sum(xp.astype(self.predict_labels(x) == t, xp.float64))
+        return float(hits) / max(x.shape[0], 1)
+
+    def predict_labels(self, x: Array, chunk: int = PREDICT_CHUNK) -> Array:
+        """The class of each row of ``x`` (the index of its largest logit), ``chunk`` rows
+        at a time, so sets of any size fit: the forward pass of :meth:`predict`."""
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise InputError(f"chunk must be a positive integer, got {chunk!r}")
+        self._check_x(x)
+        labels = []
+        for s in range(0, max(x.shape[0], 1), chunk):  # an empty x gives an empty result
+            e = min(s + chunk, x.shape[0])  # the standard leaves out-of-bounds stops undefined
+            labels.append(self.xp.argmax(self.predict(x[s:e, ...]), axis=1))
+        return labels[0] if len(labels) == 1 else self.xp.concat(labels)
+
+    def trace(self, x: Array) -> list[tuple[Array, Array]]:
+        """One forward pass; the (input, output) of every Affine layer, in order.
+
+        The input is flattened to (N, fan_in); the last output is the logits.
+        """
+        self.predict(x)
+        return [(layer.x, layer.out) for layer in self.affines]
 
     def numerical_gradient(
         self, x: Array, t: Array, method: str = "vectorized", h: float = 1e-4
@@ -169,23 +158,21 @@ class MultiLayerNet:
         ``method="loop"`` is the book's routine, one coordinate at a time; "vectorized"
         computes the same differences for many coordinates at once. The work is done in
         float64 whatever the net's dtype (a float32 difference with h=1e-4 is noise);
-        results come back in the net's dtype.
+        results come back in the net's dtype. The batch's values are checked first (one
+        read from the device): this is seconds of work, not a training step.
         """
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
-        self.check_batch(x, t)
+        from nnx import numerical
+
+        one_of("method", method, METHODS)
+        self.check_values(x, t)
         net = self.astype("float64")
         x64 = self.xp.astype(x, self.xp.float64)
         t64 = self.xp.astype(t, self.xp.float64) if t.ndim == 2 else t
         if method == "loop":
-            grads = {
-                key: _loop_gradient(lambda _w: net.loss(x64, t64, check=False), param, h)
-                for key, param in net.params.items()
-            }
+            grads = {key: numerical.numerical_gradient(lambda _w: net.loss(x64, t64), param, h)
+                     for key, param in net.params.items()}
         else:
-            from nnx.numgrad import layered_numerical_gradient
-
-            grads = layered_numerical_gradient(net, x64, t64, h)
+            grads = numerical.layered_numerical_gradient(net, x64, t64, h)
         if self.dtype != self.xp.float64:
             grads = {k: self.xp.astype(g, self.dtype) for k, g in grads.items()}
         return grads
@@ -201,29 +188,39 @@ class MultiLayerNet:
         clone._build_layers()
         return clone
 
-    def check_batch(self, x: Array, t: Array) -> None:
-        """Raise :class:`InputError` unless ``x``, ``t`` are a valid batch on this device."""
-        be, xp = self.backend, self.xp
-        be.check(x, "x")
-        be.check(t, "t")
-        n_in, n_out = self.sizes[0], self.sizes[-1]
+    def check_values(self, x: Array, t: Array) -> None:
+        """The batch checks plus its values: labels in range, no NaN or infinite pixels.
+
+        One read from the device; :class:`InputError` naming the fault.
+        """
+        self._check_t(x, t)
+        xp, n_out = self.xp, self.sizes[-1]
+        checks = [xp.all(xp.isfinite(x))]
+        if t.ndim == 1 and t.shape[0]:
+            checks.insert(0, xp.all((t >= 0) & (t < n_out)))
+        ok = self.backend.to_numpy(xp.stack(checks))
+        if not ok[0] and len(checks) == 2:
+            raise InputError(f"t has labels outside 0..{n_out - 1}")
+        if not ok[-1]:
+            raise InputError("x contains NaN or infinite values")
+
+    def _check_x(self, x: Array) -> None:
+        self.backend.check(x, "x")
+        n_in = self.sizes[0]
         if x.ndim < 2 or math.prod(x.shape[1:]) != n_in:
             raise InputError(f"x has shape {tuple(x.shape)}; expected (N, {n_in})")
-        n = x.shape[0]
+
+    def _check_t(self, x: Array, t: Array) -> None:
+        self._check_x(x)
+        self.backend.check(t, "t")
+        n, n_out = x.shape[0], self.sizes[-1]
         if t.ndim == 1:
             if t.shape[0] != n:
                 raise InputError(f"t has {t.shape[0]} labels for {n} rows of x")
-            if xp.isdtype(t.dtype, "real floating") or not xp.isdtype(t.dtype, "integral"):
+            if not self.xp.isdtype(t.dtype, "integral"):
                 raise InputError(f"t has dtype {t.dtype}; class indices must be integers")
-            if n and (int(xp.min(t)) < 0 or int(xp.max(t)) >= n_out):
-                raise InputError(f"t has labels outside 0..{n_out - 1}")
-        elif t.ndim == 2:
-            if tuple(t.shape) != (n, n_out):
-                raise InputError(f"t has shape {tuple(t.shape)}; expected ({n},) or ({n}, {n_out})")
-        else:
+        elif t.ndim != 2 or tuple(t.shape) != (n, n_out):
             raise InputError(f"t has shape {tuple(t.shape)}; expected ({n},) or ({n}, {n_out})")
-        if xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
-            raise InputError("x contains NaN or infinite values")
 
 
 class TwoLayerNet(MultiLayerNet):
@@ -237,12 +234,21 @@ class TwoLayerNet(MultiLayerNet):
         activation: str = "relu",
         weight_init_std: float | str = 0.01,
         device: str | Backend | None = None,
-        seed: int | None = None,
+        seed: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__(
             input_size, [hidden_size], output_size, activation, weight_init_std, device, seed, dtype
         )
+
+
+def _generator(seed: Any) -> np.random.Generator:
+    """A host Generator for ``seed``: None, a non-negative int or a SeedSequence."""
+    if seed is not None and not isinstance(seed, np.random.SeedSequence) and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+    ):
+        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return np.random.default_rng(seed)
 
 
 def _init_std(spec: float | str, fan_in: int) -> float:

@@ -15,12 +15,11 @@ array-api-strict. Typical use::
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
 from backends import xp_of
-from nnx.errors import InputError
+from nnx.errors import InputError, positive_number, unit_interval
 
 Array = Any
 Params = MutableMapping[str, Array]
@@ -53,7 +52,7 @@ class Optimizer:
     HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr",)
 
     def __init__(self, lr: float) -> None:
-        self.lr = _positive("lr", lr)
+        self.lr = positive_number("lr", lr)
 
     def update(self, params: Params, grads: Grads) -> None:
         """Apply one step to every array in ``params``, in place, using ``grads``."""
@@ -92,7 +91,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = _unit_interval("momentum", momentum)
+        self.momentum = unit_interval("momentum", momentum)
         self.v: dict[str, Array] = {}
 
     def update(self, params: Params, grads: Grads) -> None:
@@ -120,7 +119,7 @@ class Nesterov(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = _unit_interval("momentum", momentum)
+        self.momentum = unit_interval("momentum", momentum)
         self.v: dict[str, Array] = {}
 
     def update(self, params: Params, grads: Grads) -> None:
@@ -166,7 +165,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
-        self.decay_rate = _unit_interval("decay_rate", decay_rate)
+        self.decay_rate = unit_interval("decay_rate", decay_rate)
         self.h: dict[str, Array] = {}
 
     def update(self, params: Params, grads: Grads) -> None:
@@ -194,8 +193,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
-        self.beta1 = _unit_interval("beta1", beta1)
-        self.beta2 = _unit_interval("beta2", beta2)
+        self.beta1 = unit_interval("beta1", beta1)
+        self.beta2 = unit_interval("beta2", beta2)
         self.iter = 0
         self.m: dict[str, Array] = {}
         self.v: dict[str, Array] = {}
@@ -253,23 +252,3 @@ def _check_keys(params: Params, grads: Grads) -> None:
     for key in params:
         if key not in grads:
             raise InputError(f"grads has no entry for parameter {key!r}")
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    x = _number(name, value)
-    if not (x > 0 and math.isfinite(x)):
-        raise InputError(f"{name} must be a positive finite number, got {x!r}")
-    return x
-
-
-def _unit_interval(name: str, value: Any) -> float:
-    x = _number(name, value)
-    if not 0.0 <= x < 1.0:  # also rejects NaN
-        raise InputError(f"{name} must be in [0, 1), got {x!r}")
-    return x

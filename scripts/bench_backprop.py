@@ -7,7 +7,7 @@ Example: ``python scripts/bench_backprop.py --out benchmarks/cpu``.
 
 import sys
 
-from nnx.bench_backprop import main
+from nnx.bench.backprop import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="bench_backprop.py"))

@@ -6,7 +6,7 @@ Example: ``python scripts/bench_gradients.py --device cpu --sweep --out runs/ben
 
 import sys
 
-from nnx.bench import main
+from nnx.bench.gradients import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="bench_gradients.py"))

@@ -5,7 +5,7 @@ Usage: python scripts/bench_training.py --data-dir DIR [--repeat 3] [--device cp
 
 import sys
 
-from nnx.bench_training import main
+from nnx.bench.training import main
 
 if __name__ == "__main__":
     sys.exit(main())

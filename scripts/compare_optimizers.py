@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from backends import get_backend
-from nnx import programs
+from nnx.cli import program
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
 from nnx.plots import plot_loss_curves
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Train one MNIST network per optimizer "
                                 "from the same initial weights on the same mini-batches and draw "
                                 "their loss curves in one chart.")
-    programs.add_optimizer_arguments(p, DEFAULT_OPTIMIZERS,
+    program.add_optimizer_arguments(p, DEFAULT_OPTIMIZERS,
                             "each optimizer's own, sgd/momentum/adagrad 0.01, adam 0.001")
     p.add_argument("--hidden", type=int, action="append", metavar="UNITS",
                    help="units of one hidden layer (repeatable; default: 100 100 100 100, the "
@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the initial weights and the batch order (default: 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="floating dtype of the networks (default: float64)")
-    programs.add_data_arguments(p)
-    programs.add_device_argument(p)
-    programs.add_out_argument(p, "runs/compare_optimizers", "PNG")
+    program.add_data_arguments(p)
+    program.add_device_argument(p)
+    program.add_out_argument(p, "runs/compare_optimizers", "PNG")
     return p
 
 
@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     if any(h < 1 for h in hidden):
         raise InputError(f"--hidden must be positive integers, got {' '.join(map(str, hidden))}")
-    opts = programs.optimizers_from_args(args, DEFAULT_OPTIMIZERS)
+    opts = program.optimizers_from_args(args, DEFAULT_OPTIMIZERS)
     backend = get_backend(args.device, dtype=args.dtype)
-    with programs.output_dir(args.out) as out:
+    with program.output_dir(args.out) as out:
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         sizes = "-".join(map(str, [data[0][0].shape[1], *hidden, 10]))
         print(f"MNIST, ReLU net {sizes} (He init, seed {args.seed}), batch {args.batch_size}, "
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return programs.run_program(PROG, build_parser(), run, argv)
+    return program.run_program(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import sys
 from collections.abc import Sequence
 
 from backends import Backend, get_backend, xp_of
-from nnx import programs
+from nnx.cli import program
 from nnx.descent import LIMIT, Trajectory, follow
 from nnx.errors import InputError
-from nnx.function_plots import plot_descent_1d, plot_descent_2d
-from nnx.gradients import H, numerical_gradient
+from nnx.numerical import H, numerical_gradient
 from nnx.optimizers import SGD
+from nnx.plots import plot_descent_1d, plot_descent_2d
 
 PROG = "gradient_descent.py"
 START_2D, LR_2D, STEPS_2D = (-3.0, 4.0), 0.1, 20
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=[10, 100], metavar="K",
                    help="step counts to report (default: 10 100); the runs go to the largest")
     p.add_argument("--x0", type=float, default=-3.0, help="starting point (default: -3)")
-    programs.add_device_argument(p)
-    programs.add_out_argument(p, "runs/gradient_descent", "PNGs")
+    program.add_device_argument(p)
+    program.add_out_argument(p, "runs/gradient_descent", "PNGs")
     return p
 
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"2-D: x0^2 + x1^2 from ({START_2D[0]:g}, {START_2D[1]:g}), lr {LR_2D:g}, "
           f"{STEPS_2D} steps: x = ({final[0]:.17g}, {final[1]:.17g}); "
           f"closed form ({exact2[0]:.17g}, {exact2[1]:.17g}); max rel. diff {rel2:.1e}")
-    with programs.output_dir(args.out) as out:
+    with program.output_dir(args.out) as out:
         plot_descent_1d(runs, x0, out / "gradient_descent.png")
         plot_descent_2d(r2, out / "gradient_descent_2d.png")
     print(f"wrote {out / 'gradient_descent.png'}")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return programs.run_program(PROG, build_parser(), run, argv)
+    return program.run_program(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

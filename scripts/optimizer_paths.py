@@ -22,12 +22,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from backends import Backend, get_backend
-from nnx import programs
+from nnx.cli import program
 from nnx.descent import LIMIT, Trajectory, follow
 from nnx.errors import InputError
-from nnx.function_plots import plot_optimizer_paths
 from nnx.layers import AddLayer, MulLayer, SquareLayer
 from nnx.optimizers import Optimizer
+from nnx.plots import plot_optimizer_paths
 
 PROG = "optimizer_paths.py"
 DEFAULT_OPTIMIZERS = ["sgd", "momentum", "adagrad", "adam"]
@@ -43,10 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", nargs=2, type=float, default=[8.0, 1.0], metavar=("X", "Y"),
                    help="starting point (default: 8 1; the book's figure 6-8 starts at -7 2)")
     p.add_argument("--steps", type=int, default=100, help="steps per optimizer (default: 100)")
-    programs.add_optimizer_arguments(p, DEFAULT_OPTIMIZERS,
+    program.add_optimizer_arguments(p, DEFAULT_OPTIMIZERS,
                             ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
-    programs.add_device_argument(p)
-    programs.add_out_argument(p, "runs/optimizer_paths", "PNG")
+    program.add_device_argument(p)
+    program.add_out_argument(p, "runs/optimizer_paths", "PNG")
     return p
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not all(math.isfinite(c) and abs(c) <= LIMIT for c in args.start):
         raise InputError(f"--start must be finite numbers within +-{LIMIT:g}, got "
                          f"{args.start[0]:g} {args.start[1]:g}")
-    opts = programs.optimizers_from_args(args, DEFAULT_OPTIMIZERS, DEFAULT_LR)
+    opts = program.optimizers_from_args(args, DEFAULT_OPTIMIZERS, DEFAULT_LR)
     backend = get_backend(args.device)
     start = args.start
     print(f"f(x, y) = x^2/20 + y^2 as a graph of SquareLayer, MulLayer, AddLayer; start "
@@ -96,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{p.optimizer.name} diverged at step {p.diverged_at}: |x| or |y| passed "
                   f"{LIMIT:g} or f stopped being finite; its row shows the last point within "
                   "bounds")
-    with programs.output_dir(args.out) as out:
+    with program.output_dir(args.out) as out:
         plot_optimizer_paths(paths, start, args.steps, out / "optimizer_paths.png")
     print(f"wrote {out / 'optimizer_paths.png'}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return programs.run_program(PROG, build_parser(), run, argv)
+    return program.run_program(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from backends import Backend, get_backend, xp_of
-from nnx import programs
+from nnx.cli import program
 from nnx.errors import InputError
-from nnx.function_plots import plot_gradient_field
-from nnx.gradients import H, numerical_diff, numerical_gradient
+from nnx.numerical import H, numerical_diff, numerical_gradient
+from nnx.plots import plot_gradient_field
 
 PROG = "partial_derivatives.py"
 POINTS = [(3.0, 4.0), (0.0, 2.0), (3.0, 0.0), (-2.0, 1.5), (0.5, -1.25), (0.0, 0.0)]
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", nargs=2, type=float, action="append", metavar=("X0", "X1"),
                    help="a point to differentiate at (repeatable; default: the book's (3, 4), "
                    "(0, 2), (3, 0) and (-2, 1.5), (0.5, -1.25), (0, 0))")
-    programs.add_device_argument(p)
-    programs.add_out_argument(p, "runs/partial_derivatives", "PNG")
+    program.add_device_argument(p)
+    program.add_out_argument(p, "runs/partial_derivatives", "PNG")
     return p
 
 
@@ -85,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
     grad = backend.to_numpy(numerical_gradient(f, backend.asarray(grid, dtype="float64")))
     print(f"gradient field: {len(grid)} grid points on [-2, 2]^2, "
           f"max |numerical - exact| = {np.max(np.abs(grad - 2 * grid)):.2e}")
-    with programs.output_dir(args.out) as out:
+    with program.output_dir(args.out) as out:
         plot_gradient_field(grid, grad, out / "gradient_field.png")
     print(f"wrote {out / 'gradient_field.png'}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return programs.run_program(PROG, build_parser(), run, argv)
+    return program.run_program(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 
 import backends
 from backends import get_backend
-from nnx.bench_cases import (
+from nnx.bench.cases import (
     DataSource,
     allocate_sample,
     extrapolate,
@@ -23,9 +23,9 @@ from nnx.bench_cases import (
     param_sizes,
     sample_indices,
 )
-from nnx.bench_refs import BookStyleNet, fused_step
-from nnx.bench_sweep import GiB, check_memory, crossovers, grid
-from nnx.bench_timing import Case, ratio, run_interleaved, summarize
+from nnx.bench.refs import BookStyleNet, fused_step
+from nnx.bench.sweep import GiB, check_memory, crossovers, grid
+from nnx.bench.timing import Case, ratio, run_interleaved, summarize
 from nnx.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ TINY = ["--repeat", "2", "--numerical-repeat", "1", "--loop-sample", "8", "--qui
 
 def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout)
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:
@@ -246,7 +246,7 @@ def test_bench_backprop_script(tmp_path):
     stdout = ok(run("scripts/bench_backprop.py", "--repeat", "4", "--rounds", "2", "--warmup",
                     "1", "--numerical-repeat", "1", "--loop-sample", "8", "--quiet",
                     "--out", str(tmp_path)))
-    for words in ("fused NumPy step (reference", "nnx net.gradient(x, t, check=False)",
+    for words in ("fused NumPy step (reference", "nnx net.gradient(x, t)",
                   "book-style layers (reference", "speedup of vectorised over the loop",
                   "extrapolated from 8 of 39,760"):
         assert words in stdout
@@ -266,7 +266,7 @@ def test_bench_backprop_script(tmp_path):
 
 
 def test_peer_without_torch_says_not_installed(monkeypatch):
-    from nnx.bench_cases import torch_status
+    from nnx.bench.cases import torch_status
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     assert torch_status("cpu") == (None, "not installed")
@@ -276,13 +276,13 @@ def test_peer_without_torch_says_not_installed(monkeypatch):
 def test_bench_module_is_a_cli_subcommand():
     import argparse
 
-    import nnx.bench
+    import nnx.bench.gradients as bench
 
-    assert "backprop" in nnx.bench.__doc__.split("\n\n")[0]
+    assert "backprop" in bench.__doc__.split("\n\n")[0]
     parser = argparse.ArgumentParser()
-    nnx.bench.configure(parser)
+    bench.configure(parser)
     args = parser.parse_args(["--device", "cpu", "--device", "strict,cpu"])
-    assert [be.device for be in nnx.bench.resolve_devices(args.device, "float64")] == [
+    assert [be.device for be in bench.resolve_devices(args.device, "float64")] == [
         "cpu", "strict"]
     assert args.loop_sample == 400 and args.out == Path("runs/bench")
 
@@ -300,7 +300,8 @@ def test_nnx_bench_runs_the_same_program(tmp_path):
 
 def test_gpu_reports_render_without_a_gpu(tmp_path):
     """The GPU columns, ratios, crossover and charts, from a made-up result with cuda:0."""
-    from nnx import bench, bench_report
+    from nnx.bench import gradients as bench
+    from nnx.bench import report as bench_report
 
     def stats(median, label):
         return {"label": label, **summarize([median * 0.9, median, median * 1.2])}
@@ -356,7 +357,7 @@ def test_running_out_of_memory_is_one_line_with_the_size(capsys):
     """A real NumPy allocation failure (8 PB) in a program's run: one line, status 2."""
     import argparse
 
-    from nnx.programs import run_program
+    from nnx.cli.program import run_program
 
     def run(_args):
         return np.empty((10**9, 10**6))

@@ -113,7 +113,7 @@ def tool(name: str) -> str:
 
 def run(cmd: list[str], *, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        cmd, capture_output=True, text=True, timeout=timeout, **kwargs
     )
 
 

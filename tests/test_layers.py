@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnx.gradients import numerical_gradient
 from nnx.layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, SquareLayer
+from nnx.numerical import numerical_gradient
 from tests.conftest import assert_on
 
 TOL = 1e-8  # central differences of smooth functions of O(1) values in float64

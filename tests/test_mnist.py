@@ -19,10 +19,10 @@ from urllib.error import HTTPError
 import numpy as np
 import pytest
 
+import nnx.io
 from nnx import mnist
 from nnx.errors import DataError
-from nnx.idx import read_idx
-from nnx.mnist import MNIST_FILES, default_data_dir, load_mnist, resolve_data_dir
+from nnx.mnist import MNIST_FILES, default_data_dir, load_mnist, read_idx, resolve_data_dir
 
 CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
@@ -347,7 +347,7 @@ def test_http_errors_are_reported_by_status(tmp_path, monkeypatch):
         assert timeout == mnist.TIMEOUT_S
         raise HTTPError(request.full_url, 403, "Forbidden", {}, None)
 
-    monkeypatch.setattr(mnist, "urlopen", refuse)
+    monkeypatch.setattr(nnx.io, "urlopen", refuse)
     monkeypatch.setattr(mnist, "MIRRORS", ("https://example.invalid/mnist/",))
     with pytest.raises(DataError, match=r"last error: HTTP 403 Forbidden\)"):
         load_mnist(data_dir=tmp_path)

@@ -25,7 +25,6 @@ def run(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=False,
     )
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnx.cli.train import _memory_advice
 from nnx.errors import InputError
+from nnx.io import load_params
 from nnx.mnist import load_mnist
-from nnx.runio import load_params
-from nnx.train_cli import _memory_advice
 from nnx.training import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -165,7 +165,7 @@ def _assert_one_sentence_error(proc: subprocess.CompletedProcess, words: str) ->
     ("args", "words"),
     [
         (["--batch-size", "0"], "batch size must be a positive integer"),
-        (["--lr", "-1"], "learning rate must be a positive number"),
+        (["--lr", "-1"], "learning rate must be a positive finite number"),
         (["--batch-size", "70000"], "larger than the 60000 training examples"),
         (["--activation", "tanh"], "invalid choice: 'tanh'"),
         (["--device", "tpu"], "unknown device 'tpu'"),

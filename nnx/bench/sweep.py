@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from backends import Backend, host_memory_free
-from nnx.bench_cases import INPUT, OUTPUT, DataSource, make_net, on_device
-from nnx.bench_timing import Case, run_interleaved
+from nnx.bench.cases import INPUT, OUTPUT, DataSource, make_net, on_device
+from nnx.bench.timing import Case, run_interleaved
 from nnx.errors import InputError
-from nnx.numgrad import DEFAULT_BUDGET
+from nnx.numerical import DEFAULT_BUDGET
 
 GiB = 2**30
 METHODS = ("backprop", "numerical_vectorized")
@@ -162,7 +162,7 @@ def _point(backends, source, opts, b: int, h: int, last: dict) -> dict[str, Any]
     for be in backends:
         net = make_net(be, h, opts.seed)
         x, t = on_device(be, host)
-        backprop.append(Case(be.device, lambda n=net, x=x, t=t: n.gradient(x, t, check=False), be))
+        backprop.append(Case(be.device, lambda n=net, x=x, t=t: n.gradient(x, t), be))
         predicted = None
         if be.device in last:
             seconds, done = last[be.device]

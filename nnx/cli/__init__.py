@@ -3,22 +3,21 @@
 Each subcommand lives in its own module, which provides ``configure(parser)`` to add
 its flags and ``run(args) -> int``. Errors a user can cause end as one sentence,
 ``nnx COMMAND: error: ...``, on stderr and exit status 2; Ctrl-C exits with 130
-(:func:`nnx.programs.run_program`).
+(:func:`nnx.cli.program.run_program`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
-from nnx.programs import run_program
+from nnx.cli.program import run_program
 
 SUBCOMMANDS = {
-    "info": ("nnx.info", "show versions, devices and what --device auto picks"),
-    "train": ("nnx.train_cli", "train the two-layer net on MNIST"),
-    "bench": ("nnx.bench", "time backprop and numerical gradients on every device"),
+    "info": ("nnx.cli.info", "show versions, devices and what --device auto picks"),
+    "train": ("nnx.cli.train", "train the two-layer net on MNIST"),
+    "bench": ("nnx.bench.gradients", "time backprop and numerical gradients on every device"),
 }
 
 
@@ -40,6 +39,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_program(lambda args: f"nnx {args.command}", build_parser(),
                        lambda args: args._run(args), argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

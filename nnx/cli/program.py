@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from backends import BackendError
-from nnx import runio
+from nnx import io
 from nnx.errors import InputError, NnxError
 from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
@@ -175,15 +175,20 @@ def _rates(specs: Sequence[str], names: list[str],
 # -- outputs ---------------------------------------------------------------------------------
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Create ``path`` and prove it writable (:func:`nnx.runio.prepare_dir`), then yield it.
+    """Create ``path`` and prove it writable before any work is done, then yield it.
 
     If the body fails, a directory this created is removed again while still empty, so
     a failed run leaves nothing behind.
     """
-    out, created = runio.prepare_dir(path)
+    out = Path(path)
+    try:
+        created = io.writable_dir(out)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot write to output directory {out}: {reason}") from exc
     try:
         yield out
     except BaseException:
         if created:
-            runio.remove_if_empty(out)
+            io.remove_if_empty(out)
         raise

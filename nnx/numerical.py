@@ -1,8 +1,13 @@
-"""The vectorised numerical gradient of a layered net: every central difference at once.
+"""Numerical differentiation of chapter 4: central differences with h = 1e-4.
 
-It computes the same quantity as the book's loop -- (L(w + h) - L(w - h)) / 2h for each
-parameter w, with the same floating-point step -- but evaluates all perturbed nets in a
-few array operations, using what a perturbation of one parameter can change:
+``numerical_gradient`` is the book's routine, one coordinate at a time: the faithful,
+slow reference. ``layered_numerical_gradient`` computes the same central differences
+for every parameter of a layered net at once.
+
+The vectorised method computes the same quantity as the book's loop --
+(L(w + h) - L(w - h)) / 2h for each parameter w, with the same floating-point step -- but
+evaluates all perturbed nets in a few array operations, using what a perturbation of
+one parameter can change:
 
 - the loss is a mean over rows, and perturbing ``W[i, j]`` of an Affine layer by s
   changes row n only through ``s * x[n, i]`` added to output column ``j``; rows with
@@ -20,14 +25,69 @@ each parameter and dividing by N and 2h gives its central difference.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from backends import device_of
-from nnx.functions import as_one_hot, relu, sigmoid, softmax
-from nnx.layers import Affine, Relu, Sigmoid
+from backends import device_of, xp_of
+from nnx.functions import as_one_hot, softmax
+from nnx.layers import ACTIVATIONS
 
 Array = Any
-_ACT = {Relu: relu, Sigmoid: sigmoid}
+H = 1e-4
+
+
+def numerical_diff(f: Callable[[Any], Any], x: Any, h: float = H) -> Any:
+    """(f(x + h) - f(x - h)) / 2h: the central difference of a scalar function."""
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+def numerical_gradient(
+    f: Callable[[Array], Any], x: Array, h: float = H, indices: Sequence[int] | None = None
+) -> Array:
+    """Gradient of ``f`` at ``x`` by central differences, one coordinate at a time.
+
+    As in the book, ``x`` is perturbed in place (and restored), so ``f`` may ignore its
+    argument and read ``x`` through a closure, as ``lambda W: net.loss(x, t)`` does.
+    With ``indices`` (flat, C-order positions), only those partial derivatives are
+    computed and returned as a 1-D array in that order: a sample of the full loop.
+    """
+    xp = xp_of(x)
+    if indices is None:
+        grad = xp.zeros_like(x)
+        for idx in _indices(x.shape):
+            grad[idx] = _central(f, x, idx, h)
+        return grad
+    out = xp.zeros((len(indices),), dtype=x.dtype, device=device_of(x))
+    for m, flat in enumerate(indices):
+        out[m] = _central(f, x, _unravel(int(flat), x.shape), h)
+    return out
+
+
+def _central(f: Callable[[Array], Any], x: Array, idx: tuple[int, ...], h: float) -> Any:
+    # A copy: CuPy's x[idx] is a 0-d view, which the writes below would move.
+    original = xp_of(x).asarray(x[idx], copy=True)
+    x[idx] = original + h
+    fxh1 = f(x)
+    x[idx] = original - h
+    fxh2 = f(x)
+    x[idx] = original
+    return (fxh1 - fxh2) / (2 * h)
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    idx = []
+    for d in reversed(shape):
+        flat, r = divmod(flat, d)
+        idx.append(r)
+    return tuple(reversed(idx))
+
+
+def _indices(shape: tuple[int, ...]) -> itertools.product:
+    """Every index of an array of ``shape``, in C order (host-side; no array data touched)."""
+    return itertools.product(*(range(d) for d in shape))
+
+
 # Elements of the largest temporary array: 2**22 float64 values are 32 MiB.
 DEFAULT_BUDGET = 2**22
 
@@ -40,7 +100,7 @@ def layered_numerical_gradient(
     ``net`` is a :class:`nnx.network.MultiLayerNet` (float64 for meaningful results);
     ``budget`` bounds the elements of the largest temporary array.
     """
-    s = _forward(net, x, t)
+    s = _State(net, x, t)
     grads: dict[str, Array] = {}
     for k, layer in enumerate(s.affines):
         n_in = layer.W.shape[0]
@@ -50,33 +110,18 @@ def layered_numerical_gradient(
 
 
 class _State:
-    """One forward pass: each Affine's input and output, each activation, softmax, labels."""
+    """One forward pass (:meth:`~nnx.network.MultiLayerNet.trace`): each Affine's input
+    and output, the activation, the softmax and the one-hot labels."""
 
     def __init__(self, net: Any, x: Array, t: Array) -> None:
         self.xp = net.xp
-        self.affines: list[Affine] = net._affines()
-        self.inputs: list[Array] = []
-        self.outputs: list[Array] = []
-        self.acts: list[Any] = []
-        self.p: Array = None
-        self.t: Array = None
-
-
-def _forward(net: Any, x: Array, t: Array) -> _State:
-    xp = net.xp
-    s = _State(net, x, t)
-    a = xp.reshape(x, (x.shape[0], -1))
-    for layer in net.layers:
-        if isinstance(layer, Affine):
-            s.inputs.append(a)
-            a = xp.matmul(a, layer.W) + layer.b
-            s.outputs.append(a)
-        else:
-            s.acts.append(_ACT[type(layer)])
-            a = s.acts[-1](a)
-    s.p = softmax(a)
-    s.t = as_one_hot(t, a.shape[-1], a.dtype)
-    return s
+        trace = net.trace(x)
+        self.affines = net.affines
+        self.inputs = [a for a, _ in trace]
+        self.outputs = [z for _, z in trace]
+        self.acts = [ACTIVATIONS[net.activation].fn] * (len(trace) - 1)
+        self.p = softmax(self.outputs[-1])
+        self.t = as_one_hot(t, self.p.shape[-1], self.p.dtype)
 
 
 def _affine_gradient(s: _State, k: int, h: float, budget: int) -> Array:
@@ -134,7 +179,8 @@ def _row_change(s: _State, k: int, rows: Array, d: Array) -> Array:
     if k + 1 == len(s.outputs) - 1:
         # The logits move by dz[:, j] * w_next[j, :]; the true class's share is
         # dz * (t @ w_next.T), with no (P, out, C) product needed.
-        moved = xp.vecdot(xp.expm1(dz[:, :, None] * w_next[None, :, :]), p[:, None, :], axis=-1)
+        # A batched matrix-vector product: no conjugate or broadcast copy, as vecdot makes.
+        moved = xp.matmul(xp.expm1(dz[:, :, None] * w_next[None, :, :]), p[:, :, None])[..., 0]
         return xp.log1p(moved) - dz * xp.matmul(t, w_next.T)
     delta = dz[:, :, None] * w_next[None, :, :]  # (P, out, out_next)
     for j in range(k + 1, len(s.outputs) - 1):
@@ -142,5 +188,5 @@ def _row_change(s: _State, k: int, rows: Array, d: Array) -> Array:
         z = s.acts[j](base + delta)
         nxt = s.affines[j + 1]
         delta = xp.matmul(z, nxt.W) + nxt.b - xp.take(s.outputs[j + 1], rows, axis=0)[:, None, :]
-    moved = xp.vecdot(xp.expm1(delta), p[:, None, :], axis=-1)
-    return xp.log1p(moved) - xp.vecdot(delta, t[:, None, :], axis=-1)
+    moved = xp.matmul(xp.expm1(delta), p[:, :, None])[..., 0]
+    return xp.log1p(moved) - xp.matmul(delta, t[:, :, None])[..., 0]

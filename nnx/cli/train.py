@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from backends import get_backend, machine_info
-from nnx import runio
+from nnx import io
+from nnx.cli.program import out_of_memory, output_dir
 from nnx.errors import DivergenceError, InputError
 from nnx.mnist import load_mnist
 from nnx.network import ACTIVATIONS, METHODS
 from nnx.optimizers import OPTIMIZERS
 from nnx.plots import plot_accuracy, plot_loss
-from nnx.programs import out_of_memory, output_dir
 from nnx.training import GRADS, TrainConfig, TrainResult, config_dict, describe, train
 
 HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
@@ -82,27 +82,27 @@ def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = 
     """Write config, history (JSON and CSV), plots and parameters into ``out``."""
     net, h = result.net, result.history
     info = machine_info()
-    runio.write_json(out / "config.json", {
+    io.write_json(out / "config.json", {
         **config_dict(config),
         "resolved_device": net.backend.device,
         "device_reason": net.backend.reason,
         "sizes": net.sizes,
         "machine": info,
     })
-    runio.write_json(out / "history.json", {
+    io.write_json(out / "history.json", {
         **h, "status": result.status, "message": result.message, "elapsed": result.elapsed,
         "final_test_acc": h["test_acc"][-1] if h["test_acc"] else None,
     }, indent=None)
     per_iter = zip(h["loss"], h["grad_time"], strict=True)
-    runio.write_csv(out / "history.csv", ["iter", "loss", "grad_time"],
+    io.write_csv(out / "history.csv", ["iter", "loss", "grad_time"],
                     [(i, loss, gt) for i, (loss, gt) in enumerate(per_iter, start=1)])
     epochs = zip(h["eval_iter"], h["eval_epoch"], h["train_acc"], h["test_acc"],
                  h["eval_elapsed"], strict=True)
-    runio.write_csv(out / "epochs.csv", ["iter", "epoch", "train_acc", "test_acc", "elapsed"],
+    io.write_csv(out / "epochs.csv", ["iter", "epoch", "train_acc", "test_acc", "elapsed"],
                     list(epochs))
     if result.status != "diverged":
         params = {k: net.backend.to_numpy(v) for k, v in net.params.items()}
-        runio.save_params(out / "params.npz", params)
+        io.save_params(out / "params.npz", params)
     if plots and h["loss"]:
         title = f"{describe(net)}, {config.grad}, {net.backend.device}"
         if h["test_acc"]:

@@ -8,10 +8,10 @@ gives the median and range of the wall time of each and their ratios.
 
 - ``nnx`` is :func:`nnx.training.train` as ``nnx train`` runs it (on each device asked);
 - ``book`` is the book's code re-written operation for operation
-  (``nnx.bench_refs.BookStyleNet`` and the loop of ``train_neuralnet.py``): float32
+  (``nnx.bench.refs.BookStyleNet`` and the loop of ``train_neuralnet.py``): float32
   images against float64 weights, one-hot labels, gradient, update, then a second
   forward pass for the loss, accuracy at iterations 0, 600, ..., as the book does;
-- ``fused`` is the job written for speed in plain NumPy (``nnx.bench_refs.fused_step``,
+- ``fused`` is the job written for speed in plain NumPy (``nnx.bench.refs.fused_step``,
   images converted to float64 once): the floor to compare with.
 """
 
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from backends import get_backend, machine_info
-from nnx import runio
-from nnx.bench_refs import BookStyleNet, fused_step
+from nnx import io
+from nnx.bench.refs import BookStyleNet, fused_step
+from nnx.cli.program import add_data_arguments, output_dir, run_module
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
-from nnx.programs import add_data_arguments, output_dir, run_module
 from nnx.training import TrainConfig, train
 
 
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         report = _report(times, accs, args, devices)
         print()
         print(report["markdown"])
-        runio.write_json(out / "bench_training.json", report)
-        runio.write_bytes(out / "bench_training.md", report["markdown"].encode())
+        io.write_json(out / "bench_training.json", report)
+        io.write_bytes(out / "bench_training.md", report["markdown"].encode())
         print(f"\nwrote {out / 'bench_training.json'} and {out / 'bench_training.md'}")
     return 0
 

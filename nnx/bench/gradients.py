@@ -27,9 +27,9 @@ import numpy as np
 
 import backends
 from backends import Backend, get_backend
-from nnx import bench_report as report
-from nnx import runio
-from nnx.bench_cases import (
+from nnx import io
+from nnx.bench import report
+from nnx.bench.cases import (
     DataSource,
     HostBatch,
     LoopSample,
@@ -42,9 +42,9 @@ from nnx.bench_cases import (
     time_sampled_loop,
     torch_status,
 )
-from nnx.bench_sweep import check_memory, points, run_sweep, work
-from nnx.bench_timing import Case, CpuWatch, cuda_event_times, ratio, run_interleaved, summarize
-from nnx.programs import output_dir, run_module
+from nnx.bench.sweep import check_memory, points, run_sweep, work
+from nnx.bench.timing import Case, CpuWatch, cuda_event_times, ratio, run_interleaved, summarize
+from nnx.cli.program import output_dir, run_module
 
 SCHEMA = "nnx-bench-gradients/1"
 
@@ -182,7 +182,7 @@ def measure(devs: list[Backend], source: DataSource, host: HostBatch, args: argp
         result["devices"][be.device] = {"backend": be.name, "description": describe(be, info),
                                         "methods": {}}
         fast.append(Case(f"{be.device}|backprop",
-                         lambda n=net, x=x, t=t: n.gradient(x, t, check=False), be))
+                         lambda n=net, x=x, t=t: n.gradient(x, t), be))
         numerical.append(Case(f"{be.device}|numerical_vectorized",
                               lambda n=net, x=x, t=t: n.numerical_gradient(x, t), be))
     peers = _peers(devs, nets, host, fast, result, args.no_peer)
@@ -203,7 +203,7 @@ def measure(devs: list[Backend], source: DataSource, host: HostBatch, args: argp
         if peers.get(be.device):
             methods["peer_torch"]["max_abs_diff_vs_nnx"] = peers[be.device][1].max_abs_diff(
                 net.gradient(x, t), be)
-        events = cuda_event_times(be, lambda n=net, x=x, t=t: n.gradient(x, t, check=False),
+        events = cuda_event_times(be, lambda n=net, x=x, t=t: n.gradient(x, t),
                                   args.repeat, args.warmup)
         if events is not None:
             methods["backprop"]["cuda_events"] = summarize(events)
@@ -260,9 +260,9 @@ def save(result: dict[str, Any], text: str, out: Path) -> None:
             report.chart_sweep(result, axis, out / f"sweep_{axis}.png")
             charts.append(f"sweep_{axis}.png")
     result["files"] = ["gradients.json", "gradients.md", "gradients.txt", *charts]
-    runio.write_bytes(out / "gradients.txt", text.encode())
-    runio.write_bytes(out / "gradients.md", report.render_markdown(result, charts).encode())
-    runio.write_json(out / "gradients.json", result)
+    io.write_bytes(out / "gradients.txt", text.encode())
+    io.write_bytes(out / "gradients.md", report.render_markdown(result, charts).encode())
+    io.write_json(out / "gradients.json", result)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -271,4 +271,4 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m nnx.bench"))
+    sys.exit(main(prog="python -m nnx.bench.gradients"))

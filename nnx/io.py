@@ -1,7 +1,9 @@
-"""Writing run outputs atomically: JSON, CSV, ``.npz`` parameters (no pickle), PNG plots.
+"""Files in and out: the one atomic writer, JSON, CSV, ``.npz`` parameters (no pickle),
+and downloads.
 
 Every file is written to a temporary name in its directory and moved into place with
-``os.replace``, so a reader (or a crash) never sees half a file.
+``os.replace``, so a reader (or a crash) never sees half a file, and two writers (two
+downloads of one file, say) never write the same temporary file.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import csv
 import io
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.request import Request, urlopen
 
 import numpy as np
 
-from nnx.errors import InputError, NnxError
+from nnx.errors import NnxError
 
 
 @contextlib.contextmanager
@@ -41,6 +45,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+T = TypeVar("T")
+
+
+def download(url: str, target: Path, verify: Callable[[bytes], T], timeout: float) -> T:
+    """Fetch ``url`` into ``target`` atomically; ``verify(data)`` must accept the bytes
+    (its result is returned) before the file is moved into place.
+
+    ``timeout`` bounds each connection attempt and each read. A progress bar shows on a
+    terminal. Raises ``OSError`` (``URLError`` included) or whatever ``verify`` raises;
+    either way nothing is left behind.
+    """
+    from tqdm import tqdm
+
+    chunks = []
+    request = Request(url, headers={"User-Agent": "nnx-mnist-loader"})
+    with atomic_path(target) as tmp, open(tmp, "wb") as out, \
+            urlopen(request, timeout=timeout) as response:
+        size = response.headers.get("Content-Length")
+        show = bool(getattr(sys.stderr, "isatty", None) and sys.stderr.isatty())
+        with tqdm(total=int(size) if size and size.isdigit() else None, desc=target.name,
+                  unit="B", unit_scale=True, disable=not show) as bar:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                chunks.append(chunk)
+                bar.update(len(chunk))
+        out.flush()
+        os.fsync(out.fileno())
+        return verify(b"".join(chunks))
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -78,22 +112,18 @@ def load_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise NnxError(f"cannot read parameters from {path}: {exc}") from exc
 
 
-def prepare_dir(path: str | os.PathLike[str]) -> tuple[Path, bool]:
-    """Create ``path`` (and parents) and prove it is writable; return it and whether it is new.
+def writable_dir(path: str | os.PathLike[str]) -> bool:
+    """Create ``path`` (and parents) and prove it writable; whether it was created.
 
-    Fails up front, before any work is done, with one sentence naming the directory.
+    Raises ``OSError`` (the caller words the fix) before any work is done.
     """
     path = Path(path)
     created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InputError(f"cannot write to output directory {path}: {reason}") from exc
-    return path, created
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+    os.close(fd)
+    os.unlink(probe)
+    return created
 
 
 def remove_if_empty(path: Path) -> None:

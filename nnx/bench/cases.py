@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from backends import Backend
-from nnx.bench_timing import summarize
+from nnx.bench.timing import summarize
 from nnx.errors import InputError
-from nnx.gradients import numerical_gradient
 from nnx.network import TwoLayerNet
+from nnx.numerical import numerical_gradient
 
 INPUT, OUTPUT = 784, 10
 # Fraction of MNIST training pixels that are not zero (about 19%).
@@ -148,7 +148,7 @@ class LoopSample:
 
     def call(self, key: str, indices: list[int] | None = None) -> Any:
         """The sampled partial derivatives of one parameter (``indices``: a sub-sample)."""
-        loss = lambda _w: self.net.loss(self.x, self.t, check=False)  # noqa: E731
+        loss = lambda _w: self.net.loss(self.x, self.t)  # noqa: E731
         idx = self.indices[key] if indices is None else indices
         return numerical_gradient(loss, self.net.params[key], indices=idx)
 
@@ -167,7 +167,7 @@ def time_sampled_loop(
     backend: Backend, sample: LoopSample, sizes: dict[str, int], repeat: int
 ) -> dict[str, Any]:
     """The loop timed ``repeat`` times on ``sample`` and extrapolated to all coordinates:
-    a :func:`~nnx.bench_timing.summarize` of the extrapolations, the raw sample
+    a :func:`~nnx.bench.timing.summarize` of the extrapolations, the raw sample
     timings, and ``how`` (words for a label)."""
     runs = sample.time(backend, repeat)
     counts = {k: len(v) for k, v in sample.indices.items()}

@@ -1,6 +1,6 @@
 """Reporting the benchmarks: a text table, Markdown and log-scale PNG charts.
 
-The programs write the files with :mod:`nnx.runio` (atomically, never half a file);
+The programs write the files with :mod:`nnx.io` (atomically, never half a file);
 charts use matplotlib's ``Figure`` directly (the Agg canvas), never pyplot's global
 state, and are saved by :func:`nnx.plots.save_figure`.
 """
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nnx.bench_timing import fmt_ratio, fmt_seconds, fmt_spread
-from nnx.plots import save_figure
+from nnx.bench.timing import fmt_ratio, fmt_seconds, fmt_spread
+from nnx.plots import figure, save_figure
 
 ORDER = ("backprop", "numerical_vectorized", "numerical_loop", "numerical_loop_full", "peer_torch")
 
@@ -168,12 +168,6 @@ def render_markdown(result: dict[str, Any], charts: list[str]) -> str:
 
 
 # -- charts ------------------------------------------------------------------------------
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 def chart_methods(result: dict[str, Any], path: Path) -> None:
     """Horizontal bars (log scale) of every method on every device, IQR as error bars."""
     labels, medians, lo, hi = [], [], [], []
@@ -185,7 +179,7 @@ def chart_methods(result: dict[str, Any], path: Path) -> None:
                 medians.append(m["median_s"])
                 lo.append(m["median_s"] - m["q1_s"])
                 hi.append(m["q3_s"] - m["median_s"])
-    fig = _figure(9, 0.45 * len(labels) + 1.6)
+    fig = figure(9, 0.45 * len(labels) + 1.6)
     ax = fig.add_subplot()
     ax.barh(range(len(labels)), medians, xerr=[lo, hi], color="tab:blue", capsize=3)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
@@ -198,13 +192,13 @@ def chart_methods(result: dict[str, Any], path: Path) -> None:
     for i, (v, up) in enumerate(zip(medians, hi, strict=True)):
         ax.annotate(fmt_seconds(v), (v + up, i), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=7)
-    save_figure(fig, path, bbox_inches=None)  # the layout is constrained already
+    save_figure(fig, path)
 
 
 def chart_sweep(result: dict[str, Any], axis: str, path: Path) -> None:
     """Log-log lines of time against one sweep axis, per device and method."""
     a = result["sweep"]["axes"][axis]
-    fig = _figure(7, 4.5)
+    fig = figure(7, 4.5)
     ax = fig.add_subplot()
     styles = {"backprop": "-o", "numerical_vectorized": "--s"}
     devices = sorted({d for p in a["points"] for m in styles for d in p[m]})
@@ -235,4 +229,4 @@ def chart_sweep(result: dict[str, Any], axis: str, path: Path) -> None:
     ax.set_title(f"Gradient time against {axis} size", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    save_figure(fig, path, bbox_inches=None)  # the layout is constrained already
+    save_figure(fig, path)

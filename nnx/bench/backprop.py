@@ -1,8 +1,8 @@
 """One backprop step and the full numerical gradient of the book's net, measured side by side.
 
 Part 1 times one gradient step (batch 100, 784-50-10, ReLU, float64) of nnx's
-``net.gradient(x, t, check=False)`` against two reference implementations written for
-this comparison (:mod:`nnx.bench_refs`: a hand-fused NumPy step and a re-implementation
+``net.gradient(x, t)`` against two reference implementations written for
+this comparison (:mod:`nnx.bench.refs`: a hand-fused NumPy step and a re-implementation
 of the book's layered net) and, when installed, PyTorch CPU autograd; all in one run,
 interleaved, each with its ratio to the fused step. Part 2 times the full numerical
 gradient of the same net: nnx's vectorised method against the book's one-coordinate
@@ -23,10 +23,9 @@ import numpy as np
 
 import backends
 from backends import get_backend
-from nnx import bench_report as report
-from nnx import runio
-from nnx.bench import describe, positive
-from nnx.bench_cases import (
+from nnx import io
+from nnx.bench import report
+from nnx.bench.cases import (
     DataSource,
     LoopSample,
     TorchStep,
@@ -38,8 +37,9 @@ from nnx.bench_cases import (
     time_sampled_loop,
     torch_status,
 )
-from nnx.bench_refs import BookStyleNet, fused_step
-from nnx.bench_timing import (
+from nnx.bench.gradients import describe, positive
+from nnx.bench.refs import BookStyleNet, fused_step
+from nnx.bench.timing import (
     Case,
     CpuWatch,
     fmt_ratio,
@@ -49,7 +49,7 @@ from nnx.bench_timing import (
     run_interleaved,
     summarize,
 )
-from nnx.programs import output_dir, run_module
+from nnx.cli.program import output_dir, run_module
 
 SCHEMA = "nnx-bench-backprop/1"
 TARGET_BACKPROP = 1.3  # nnx's step within this factor of the fused one
@@ -109,9 +109,9 @@ def _run(args: argparse.Namespace) -> int:
     text = render(result)
     print(text, end="")
     if args.out is not None:
-        runio.write_bytes(args.out / "backprop.txt", text.encode())
-        runio.write_bytes(args.out / "backprop.md", render(result, markdown=True).encode())
-        runio.write_json(args.out / "backprop.json", result)
+        io.write_bytes(args.out / "backprop.txt", text.encode())
+        io.write_bytes(args.out / "backprop.md", render(result, markdown=True).encode())
+        io.write_json(args.out / "backprop.json", result)
         log(f"wrote {args.out}/backprop.{{json,md,txt}}")
     return 0
 
@@ -124,7 +124,7 @@ def backprop_part(be, net, x, t, host, args) -> dict[str, Any]:
     cases = {
         "fused": ("fused NumPy step (reference written for this benchmark)",
                   lambda: fused_step(w["W1"], w["b1"], w["W2"], w["b2"], xh, th)),
-        "nnx": ("nnx net.gradient(x, t, check=False)", lambda: net.gradient(x, t, check=False)),
+        "nnx": ("nnx net.gradient(x, t)", lambda: net.gradient(x, t)),
         "book": ("book-style layers (reference re-implementation)",
                  lambda: book.gradient(xh, th_hot)),
     }
@@ -251,4 +251,4 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m nnx.bench_backprop"))
+    sys.exit(main(prog="python -m nnx.bench.backprop"))
