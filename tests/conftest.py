@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import backends
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
 
 _CUDA = [d for d in backends.available() if d.startswith("cuda")]

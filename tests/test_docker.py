@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 DOCKER = ROOT / "docker"
 CPU = DOCKER / "Dockerfile.cpu"
 CUDA = DOCKER / "Dockerfile.cuda"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -11,6 +14,7 @@ from nnx.gradcheck import gradient_check
 from nnx.layers import Affine, Sigmoid
 from nnx.network import MultiLayerNet, TwoLayerNet
 from nnx.numerical import numerical_gradient
+from tests import helpers
 from tests.conftest import assert_on
 
 MODES = ["full", "sample", "direction"]
@@ -243,3 +247,57 @@ def test_the_same_seed_gives_the_same_report(backend64):
     for mode in ("sample", "direction"):
         a, b = (gradient_check(net, x, t, mode=mode, n_samples=5, seed=9) for _ in range(2))
         assert a == b
+
+
+# -- nnx gradcheck: the book's gradient_check.py as a command ------------------------------
+
+
+def _gradcheck(*args: str) -> subprocess.CompletedProcess:
+    return helpers.run("-m", "nnx.cli", "gradcheck", *args, timeout=300)
+
+
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_nnx_gradcheck_names_every_parameter_with_the_books_figure(mnist_dir, device):
+    out = helpers.ok(_gradcheck("--device", device, "--data-dir", str(mnist_dir)))
+    assert "784-50-10 relu net, the first 3 training images" in out
+    assert ": PASS" in out
+    shapes = {"W1": "784x50", "b1": "50", "W2": "50x10", "b2": "10"}
+    for name, shape in shapes.items():
+        row = next(line.split() for line in out.splitlines() if line.startswith(name + " "))
+        assert row[1] == shape
+        checked, kinks = int(row[2]), int(row[3])
+        assert checked + kinks == math.prod(int(d) for d in shape.split("x"))
+        max_rel, mean_abs = float(row[4]), float(row[7])
+        # The book reports ~1e-10 or less per parameter; a wrong gradient is far above.
+        assert 0 <= mean_abs < 1e-9 and max_rel <= 1e-5
+
+
+def test_nnx_gradcheck_fails_with_status_1_when_a_parameter_fails(mnist_dir):
+    # An impossible tolerance: the rounding noise of the central difference exceeds it.
+    proc = _gradcheck("--device", "cpu", "--data-dir", str(mnist_dir), "--mode", "sample",
+                      "--samples", "8", "--tol", "1e-300")
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_nnx_gradcheck_sigmoid_direction_mode(mnist_dir):
+    out = helpers.ok(_gradcheck("--device", "cpu", "--data-dir", str(mnist_dir), "--mode",
+                                "direction", "--activation", "sigmoid", "--batch", "5"))
+    assert "sigmoid net, the first 5 training images" in out and "gradient check (direction" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--batch", "70000"], "--batch 70000 is larger than the 60000 training images"),
+        (["--batch", "0"], "--batch must be a positive integer"),
+        (["--tol", "-1"], "--tol must be a positive finite number"),
+        (["--mode", "fast"], "invalid choice: 'fast'"),
+        (["--seed", "-1"], "expected a non-negative integer"),
+    ],
+)
+def test_nnx_gradcheck_bad_input_is_one_sentence(mnist_dir, args, words):
+    proc = _gradcheck("--data-dir", str(mnist_dir), *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert words in proc.stderr.strip().splitlines()[-1]

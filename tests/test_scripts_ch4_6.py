@@ -12,26 +12,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import helpers
+from tests.helpers import ROOT, ok
+
 SCRIPTS = ("partial_derivatives", "gradient_descent", "optimizer_paths", "compare_optimizers")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FLOAT = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan)"
 
 
 def run(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, f"scripts/{name}.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return proc.stdout
+    return helpers.run(f"scripts/{name}.py", *args, timeout=timeout)
 
 
 def assert_png(path: Path) -> None:

@@ -25,19 +25,6 @@ from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
 Run = Callable[[argparse.Namespace], "int | None"]
 
-__all__ = [
-    "add_data_arguments",
-    "add_device_argument",
-    "add_optimizer_arguments",
-    "add_out_argument",
-    "optimizers_from_args",
-    "out_of_memory",
-    "output_dir",
-    "run_module",
-    "run_program",
-]
-
-
 def run_program(
     prog: str | Callable[[argparse.Namespace], str] | None,
     parser: argparse.ArgumentParser,
@@ -98,11 +85,36 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help="auto (default, or $NNX_DEVICE), cpu, cuda, cuda:N or strict")
 
 
-def add_out_argument(parser: argparse.ArgumentParser, default: str | os.PathLike[str],
-                     what: str = "outputs") -> None:
-    """``--out DIR`` (a :class:`~pathlib.Path`), the directory for the program's files."""
-    parser.add_argument("--out", type=Path, default=Path(default), metavar="DIR",
-                        help=f"directory for the {what} (default: {default})")
+def add_out_argument(parser: argparse.ArgumentParser, default: str | os.PathLike[str] | None,
+                     what: str = "outputs", shown: str = "") -> None:
+    """``--out DIR`` (a :class:`~pathlib.Path`), the directory for the program's files;
+    ``default`` None leaves it to the program (``shown`` says what it picks)."""
+    parser.add_argument("--out", type=Path, default=None if default is None else Path(default),
+                        metavar="DIR", help=f"directory for the {what} "
+                        f"(default: {shown or default})")
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser, what: str = "the net") -> None:
+    """``--dtype float64|float32`` (default float64, the book's precision)."""
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help=f"floating dtype of {what} (default: float64)")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--seed N``: a non-negative integer (default 0) seeding ``what``."""
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                        help=f"seed of {what} (default: 0)")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0 (argparse reports anything else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 
 from backends import get_backend, machine_info
 from nnx import io
-from nnx.cli.program import out_of_memory, output_dir
+from nnx.cli import program
 from nnx.errors import DivergenceError, InputError
+from nnx.layers import ACTIVATIONS
 from nnx.mnist import load_mnist
-from nnx.network import ACTIVATIONS, METHODS
+from nnx.network import METHODS
 from nnx.optimizers import OPTIMIZERS
-from nnx.plots import plot_accuracy, plot_loss
 from nnx.training import GRADS, TrainConfig, TrainResult, config_dict, describe, train
 
 HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
@@ -29,9 +29,8 @@ HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
 def configure(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     a = parser.add_argument
-    a("--device", default=None,
-      help="auto (default, or $NNX_DEVICE), cpu, cuda, cuda:N")
-    a("--dtype", default=d.dtype, choices=("float64", "float32"), help="default: %(default)s")
+    program.add_device_argument(parser)
+    program.add_dtype_argument(parser)
     a("--grad", default=d.grad, choices=GRADS,
       help="gradient method (default: %(default)s); numerical is the book's slow way")
     a("--numerical-method", default=d.numerical_method, choices=METHODS,
@@ -48,13 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for name in HYPER:
         a(f"--{name.replace('_', '-')}", type=float, default=None,
           help=f"optimizer {name} (where the optimizer has one)")
-    a("--seed", type=int, default=d.seed, help="weights and batches (default: %(default)s)")
+    program.add_seed_argument(parser, "the initial weights and the batches")
     a("--eval-every", type=int, default=None,
       help="iterations between accuracy evaluations (default: one epoch)")
-    a("--data-dir", default=None,
-      help="directory with the MNIST files (default: $NNX_DATA_DIR, else the user cache)")
-    a("--no-download", action="store_true", help="fail instead of downloading missing files")
-    a("--out", default=None, help="run directory (default: runs/<time>-<grad>)")
+    program.add_data_arguments(parser)
+    program.add_out_argument(parser, None, "run", "runs/<time>-<grad>")
     a("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -62,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     config.validate()
     device = get_backend(config.device, config.dtype).device  # a bad device fails before work
-    with output_dir(Path(args.out) if args.out else _default_out(config)) as out:
+    with program.output_dir(args.out or _default_out(config)) as out:
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         try:
             result = train(config, data)
@@ -104,6 +101,8 @@ def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = 
         params = {k: net.backend.to_numpy(v) for k, v in net.params.items()}
         io.save_params(out / "params.npz", params)
     if plots and h["loss"]:
+        from nnx.plots import plot_accuracy, plot_loss  # matplotlib: only when plotting
+
         title = f"{describe(net)}, {config.grad}, {net.backend.device}"
         if h["test_acc"]:
             plot_accuracy(h, out / "accuracy.png", title)
@@ -144,7 +143,7 @@ def _memory_advice(config: TrainConfig, device: str, data: Any, exc: MemoryError
         hint = "--dtype float32 (the data set on the device takes half the memory)"
     else:
         hint = "a device with more free memory"
-    return f"{out_of_memory(exc)} training on {device}; try {hint}"
+    return f"{program.out_of_memory(exc)} training on {device}; try {hint}"
 
 
 def _default_out(config: TrainConfig) -> Path:
