@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from backends import xp_of
-from nnx.functions import as_one_hot, log_softmax, relu, sigmoid
+from nnx.functions import as_one_hot, relu, sigmoid
 
 Array = Any
 
@@ -90,8 +90,10 @@ class Affine:
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0], -1))
         self.x = x
-        self.out = xp.matmul(x, self.W) + self.b  # kept for the numerical gradient's trace
-        return self.out
+        out = xp.matmul(x, self.W)
+        out += self.b  # in place: the product is ours, and one array fewer per call
+        self.out = out  # kept for the numerical gradient's trace
+        return out
 
     def backward(self, dout: Array) -> Array | None:
         xp = xp_of(dout)
@@ -100,27 +102,39 @@ class Affine:
         if not self.input_grad:
             return None
         dx = xp.matmul(dout, self.W.T)
+        if len(self.original_x_shape) == 2:
+            return dx
         return xp.reshape(dx, self.original_x_shape)
 
 
 class SoftmaxWithLoss:
     """Softmax and mean cross-entropy in one layer, from the logits.
 
-    The loss is computed by log-sum-exp, so ``backward`` -- ``(softmax - t) / N`` -- is
-    its exact derivative. ``t`` may be class indices (N,) or one-hot rows (N, C).
+    The loss is computed by log-sum-exp, ``mean(log sum_c exp(x_c - m) - sum_c t_c (x_c -
+    m))`` with ``m`` the row maximum, so ``backward`` -- ``(softmax - t) / N`` -- is its
+    exact derivative. ``t`` may be class indices (N,) or one-hot rows (N, C). The
+    temporaries are updated in place: a training step makes as few arrays as it can.
     """
 
     def forward(self, x: Array, t: Array) -> Array:
         xp = xp_of(x)
-        logp = log_softmax(x)
         self.t = as_one_hot(t, x.shape[-1], x.dtype)
-        self.y = xp.exp(logp)
         self.batch_size = x.shape[0]
-        self.loss = -xp.sum(self.t * logp) / self.batch_size
-        return self.loss
+        shifted = x - xp.max(x, axis=-1, keepdims=True)
+        y = xp.exp(shifted)
+        total = xp.sum(y, axis=-1, keepdims=True)
+        y /= total
+        self.y = y
+        loss = xp.sum(xp.log(total))
+        loss -= xp.sum(self.t * shifted)  # rows of t sum to one
+        loss /= self.batch_size
+        self.loss = loss
+        return loss
 
     def backward(self, dout: Any = 1.0) -> Array:
-        return (self.y - self.t) * (dout / self.batch_size)
+        dx = self.y - self.t
+        dx *= dout / self.batch_size
+        return dx
 
 
 class Activation(NamedTuple):

@@ -37,17 +37,6 @@ import platformdirs
 from nnx import io
 from nnx.errors import DataError
 
-__all__ = [
-    "ENV_VAR",
-    "MIRRORS",
-    "MNIST_FILES",
-    "SHA256",
-    "default_data_dir",
-    "load_mnist",
-    "read_idx",
-    "resolve_data_dir",
-]
-
 ENV_VAR = "NNX_DATA_DIR"
 
 # Role -> file name without ".gz" (the book's ``key_file``, in its order).

@@ -27,19 +27,6 @@ Grads = Mapping[str, Array]
 
 EPS = 1e-7  # the book's epsilon, added to the root of the squared-gradient estimate
 
-__all__ = [
-    "EPS",
-    "OPTIMIZERS",
-    "SGD",
-    "AdaGrad",
-    "Adam",
-    "Momentum",
-    "Nesterov",
-    "Optimizer",
-    "RMSprop",
-    "make_optimizer",
-]
-
 
 class Optimizer:
     """Base class: ``update(params, grads)`` moves each ``params[key]`` in place.
