@@ -99,6 +99,11 @@ def device(index: int) -> Any:
     return cupy.cuda.Device(index)
 
 
+def is_cupy_array(x: Any) -> bool:
+    """Whether ``x`` is a CuPy array (without importing CuPy when nothing did)."""
+    return type(x).__module__.startswith("cupy")
+
+
 def device_index(x: Any) -> int:
     return x.device.id
 

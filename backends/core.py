@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -118,6 +119,16 @@ class Backend:
                 f"{what} is {_describe(x)}, but this computation runs on {self.device} "
                 f"({self.name}); move it there with backend.asarray()"
             )
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """A ``with`` block in which this backend's device is the current one.
+
+        CuPy makes arrays and runs kernels on its *current* device; on NumPy and
+        array-api-strict this does nothing.
+        """
+        if self.name == "cupy":
+            return self.array_device  # a cupy.cuda.Device is a context manager
+        return contextlib.nullcontext()
 
     # -- memory ---------------------------------------------------------------
     def memory_free(self) -> int:
@@ -309,3 +320,11 @@ def xp_of(x: Any) -> ModuleType:
 def device_of(x: Any) -> Any:
     """The device of an array, as its namespace's ``device=`` keywords take it."""
     return array_api_compat.device(x)
+
+
+def device_scope(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """A ``with`` block in which the device of array ``x`` is current (see
+    :meth:`Backend.scope`): for code that has an array but no backend."""
+    if _cuda.is_cupy_array(x):
+        return x.device
+    return contextlib.nullcontext()

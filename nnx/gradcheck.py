@@ -150,18 +150,19 @@ def gradient_check(
     net.check_values(x, t)
     net64 = net.astype("float64")
     xp = net64.xp
-    x64 = xp.astype(x, xp.float64)
-    grads = net64.gradient(x64, t)
-    relus = [layer for layer in net64.layers if isinstance(layer, Relu)]
-    base_masks = [layer.mask for layer in relus]  # of the unperturbed forward pass
-    rng = np.random.default_rng(seed)
-    ctx = _Context(net64, x64, t, h, tol, tiny, relus, base_masks)
-    if mode == "full":
-        rows = _full(ctx, grads)
-    elif mode == "sample":
-        rows = _sample(ctx, grads, n_samples, rng)
-    else:
-        rows = _direction(ctx, grads, rng)
+    with net.backend.scope():  # CuPy computes on the current device: make it the net's
+        x64 = xp.astype(x, xp.float64)
+        grads = net64.gradient(x64, t)
+        relus = [layer for layer in net64.layers if isinstance(layer, Relu)]
+        base_masks = [layer.mask for layer in relus]  # of the unperturbed forward pass
+        rng = np.random.default_rng(seed)
+        ctx = _Context(net64, x64, t, h, tol, tiny, relus, base_masks)
+        if mode == "full":
+            rows = _full(ctx, grads)
+        elif mode == "sample":
+            rows = _sample(ctx, grads, n_samples, rng)
+        else:
+            rows = _direction(ctx, grads, rng)
     return GradCheckReport(mode, float(h), float(tol), float(tiny), str(net64.backend), rows)
 
 

@@ -14,9 +14,10 @@ checked where the data enter (the loader, :func:`nnx.training.train`, the CLI).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,8 +26,20 @@ from nnx.errors import InputError, one_of
 from nnx.layers import ACTIVATIONS, Affine, SoftmaxWithLoss
 
 Array = Any
+F = TypeVar("F", bound=Callable[..., Any])
 METHODS = ("vectorized", "loop")
 PREDICT_CHUNK = 10_000  # rows per pass of predict_labels: the hidden activations stay small
+
+
+def _on_device(method: F) -> F:
+    """Run ``method`` with the net's device current (CuPy computes on the current device)."""
+
+    @functools.wraps(method)
+    def run(self: MultiLayerNet, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.scope():
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class MultiLayerNet:
@@ -93,6 +106,7 @@ class MultiLayerNet:
         self.last_layer = SoftmaxWithLoss()
 
     # -- the book's interface -----------------------------------------------------
+    @_on_device
     def predict(self, x: Array) -> Array:
         """The logits (scores before softmax) for a batch ``x`` of shape (N, input_size)."""
         self._check_x(x)
@@ -105,11 +119,13 @@ class MultiLayerNet:
             x = layer.forward(x)
         return x
 
+    @_on_device
     def loss(self, x: Array, t: Array) -> Array:
         """Mean cross-entropy of the batch, a 0-d array on the device."""
         self._check_t(x, t)
         return self.last_layer.forward(self.predict(x), t)
 
+    @_on_device
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Gradients of :meth:`loss` by backpropagation, keyed like ``params``."""
         self.loss(x, t)
@@ -121,6 +137,7 @@ class MultiLayerNet:
             grads[f"W{k}"], grads[f"b{k}"] = layer.dW, layer.db
         return grads
 
+    @_on_device
     def accuracy(self, x: Array, t: Array) -> float:
         """Fraction of the rows whose largest logit is the label (one read from the device)."""
         self._check_t(x, t)
@@ -130,6 +147,7 @@ class MultiLayerNet:
         hits = xp.sum(xp.astype(self.predict_labels(x) == t, xp.float64))
         return float(hits) / max(x.shape[0], 1)
 
+    @_on_device
     def predict_labels(self, x: Array, chunk: int = PREDICT_CHUNK) -> Array:
         """The class of each row of ``x`` (the index of its largest logit), ``chunk`` rows
         at a time, so sets of any size fit: the forward pass of :meth:`predict`."""
@@ -142,6 +160,7 @@ class MultiLayerNet:
             labels.append(self.xp.argmax(self.predict(x[s:e, ...]), axis=1))
         return labels[0] if len(labels) == 1 else self.xp.concat(labels)
 
+    @_on_device
     def trace(self, x: Array) -> list[tuple[Array, Array]]:
         """One forward pass; the (input, output) of every Affine layer, in order.
 
@@ -178,6 +197,7 @@ class MultiLayerNet:
         return grads
 
     # -- utilities ----------------------------------------------------------------
+    @_on_device
     def astype(self, dtype: Any) -> MultiLayerNet:
         """A copy of this net with parameters in ``dtype`` on the same device."""
         be = get_backend(self.backend, dtype)
@@ -188,6 +208,7 @@ class MultiLayerNet:
         clone._build_layers()
         return clone
 
+    @_on_device
     def check_values(self, x: Array, t: Array) -> None:
         """The batch checks plus its values: labels in range, no NaN or infinite pixels.
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
-from backends import xp_of
+from backends import device_scope, xp_of
 from nnx.errors import InputError, positive_number, unit_interval
 
 Array = Any
@@ -42,7 +42,18 @@ class Optimizer:
         self.lr = positive_number("lr", lr)
 
     def update(self, params: Params, grads: Grads) -> None:
-        """Apply one step to every array in ``params``, in place, using ``grads``."""
+        """Apply one step to every array in ``params``, in place, using ``grads``.
+
+        Runs on the parameters' device (CuPy makes state and runs kernels on the current
+        device, which need not be theirs).
+        """
+        for key in params:
+            if key not in grads:
+                raise InputError(f"grads has no entry for parameter {key!r}")
+        with device_scope(next(iter(params.values()), None)):
+            self._step(params, grads)
+
+    def _step(self, params: Params, grads: Grads) -> None:
         raise NotImplementedError
 
     @property
@@ -63,9 +74,8 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads) -> None:
         """``params[key] -= lr * grads[key]`` for every key, in place."""
-        _check_keys(params, grads)
         for key in params:
             params[key] -= self.lr * grads[key]
 
@@ -81,9 +91,8 @@ class Momentum(Optimizer):
         self.momentum = unit_interval("momentum", momentum)
         self.v: dict[str, Array] = {}
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads) -> None:
         """One momentum step for every key; the velocity ``v[key]`` lives beside the param."""
-        _check_keys(params, grads)
         for key in params:
             v = _state(self.v, key, params[key])
             v *= self.momentum
@@ -109,9 +118,8 @@ class Nesterov(Optimizer):
         self.momentum = unit_interval("momentum", momentum)
         self.v: dict[str, Array] = {}
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads) -> None:
         """One Nesterov step for every key, in place."""
-        _check_keys(params, grads)
         mu = self.momentum
         for key in params:
             v = _state(self.v, key, params[key])
@@ -131,9 +139,8 @@ class AdaGrad(Optimizer):
         super().__init__(lr)
         self.h: dict[str, Array] = {}
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads) -> None:
         """One AdaGrad step for every key; ``h[key]`` sums the squared gradients."""
-        _check_keys(params, grads)
         for key in params:
             g = grads[key]
             h = _state(self.h, key, params[key])
@@ -155,9 +162,8 @@ class RMSprop(Optimizer):
         self.decay_rate = unit_interval("decay_rate", decay_rate)
         self.h: dict[str, Array] = {}
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads) -> None:
         """One RMSprop step for every key; ``h[key]`` is the running mean of dW**2."""
-        _check_keys(params, grads)
         for key in params:
             g = grads[key]
             h = _state(self.h, key, params[key])
@@ -186,9 +192,8 @@ class Adam(Optimizer):
         self.m: dict[str, Array] = {}
         self.v: dict[str, Array] = {}
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads) -> None:
         """One Adam step for every key, in place; ``iter`` counts the calls."""
-        _check_keys(params, grads)
         self.iter += 1
         b1, b2 = self.beta1, self.beta2
         lr_t = self.lr * math.sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
@@ -233,9 +238,3 @@ def _state(store: dict[str, Array], key: str, like: Array) -> Array:
     if s is None:
         s = store[key] = xp_of(like).zeros_like(like)
     return s
-
-
-def _check_keys(params: Params, grads: Grads) -> None:
-    for key in params:
-        if key not in grads:
-            raise InputError(f"grads has no entry for parameter {key!r}")

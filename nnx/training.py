@@ -118,6 +118,14 @@ def train(
     show = sys.stderr.isatty() if progress is None else progress
     write = log or tqdm.write
 
+    with be.scope():  # CuPy computes on the current device: make it the run's
+        return _run(config, be, net, optimizer, (x_train, t_train), (x_test, t_test),
+                    batch_seed, write, show)
+
+
+def _run(config: TrainConfig, be: Backend, net: MultiLayerNet, optimizer: Any, train_host: Any,
+         test_host: Any, batch_seed: Any, write: Callable[[str], None], show: bool) -> TrainResult:
+    (x_train, t_train), (x_test, t_test) = train_host, test_host
     train_set = _to_device(be, x_train, t_train)
     test_set = _to_device(be, x_test, t_test)
     gradient = _gradient_fn(net, config)
