@@ -50,8 +50,33 @@ class Optimizer:
         for key in params:
             if key not in grads:
                 raise InputError(f"grads has no entry for parameter {key!r}")
+            g, p = grads[key], params[key]
+            if type(g) is not type(p) or getattr(g, "device", None) != getattr(p, "device", None):
+                raise InputError(f"grads[{key!r}] is not on the device of params[{key!r}]: "
+                                 "move it there with backend.asarray()")
         with device_scope(next(iter(params.values()), None)):
             self._step(params, grads)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state as ``{"SLOT/KEY": array, "iter": n}`` (slots: v, h, m), for a checkpoint."""
+        out: dict[str, Any] = {}
+        for slot, value in vars(self).items():
+            if isinstance(value, dict):
+                out.update({f"{slot}/{k}": a for k, a in value.items()})
+        if hasattr(self, "iter"):
+            out["iter"] = self.iter
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any], asarray: Any) -> None:
+        """Restore :meth:`state_dict`'s output; ``asarray`` moves host arrays to the device."""
+        for name, value in state.items():
+            if name == "iter":
+                self.iter = int(value)
+                continue
+            slot, _, key = name.partition("/")
+            if not isinstance(getattr(self, slot, None), dict):
+                raise InputError(f"{type(self).__name__} has no state {slot!r} to restore")
+            getattr(self, slot)[key] = asarray(value)
 
     def _step(self, params: Params, grads: Grads) -> None:
         raise NotImplementedError

@@ -29,6 +29,7 @@ from nnx.optimizers import make_optimizer
 
 GRADS = ("backprop", "numerical")
 CHECK_EVERY = 50  # iterations between reads of the loss (divergence checks)
+MAX_BLOCK = 1000  # iterations whose batch indices are drawn (and moved) at once
 # A loss this many times the first one counts as diverged: with log-sum-exp the loss grows
 # with the logits instead of saturating, and can take thousands of steps to overflow.
 DIVERGENCE_FACTOR = 1000.0
@@ -81,6 +82,24 @@ class TrainConfig:
 
 
 @dataclass
+class Checkpoint:
+    """Everything a run needs to continue exactly where it was: host arrays and JSON values.
+
+    ``rng`` is the batch Generator's state when the block of ``block_start`` was drawn, so
+    a resumed run draws that block again and skips the ``iteration - block_start`` rows
+    already done.
+    """
+
+    iteration: int
+    block_start: int
+    rng: dict[str, Any]
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, Any]
+    history: dict[str, list]
+    elapsed: float
+
+
+@dataclass
 class TrainResult:
     """The trained net, its history, and how the run ended."""
 
@@ -90,6 +109,7 @@ class TrainResult:
     elapsed: float
     message: str = ""
     diverged_at: int | None = None  # the iteration (from 1) whose loss diverged
+    checkpoint: Checkpoint | None = None  # where the run stopped, to resume it
 
 
 def train(
@@ -97,17 +117,29 @@ def train(
     data: Data,
     log: Callable[[str], None] | None = None,
     progress: bool | None = None,
+    *,
+    resume: Checkpoint | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    checkpoint_every: int | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train on ``data`` = ``((x_train, t_train), (x_test, t_test))`` (host arrays, labels
     as class indices) and return the result; Ctrl-C ends the run early, keeping what was done.
 
     ``log`` receives one line per epoch (default: stdout); ``progress`` shows a bar
-    (default: only when stderr is a terminal).
+    (default: only when stderr is a terminal). ``resume`` continues from a
+    :class:`Checkpoint` (on any device) and ends with the parameters of the run left
+    alone, bit for bit on the same device. ``on_checkpoint`` receives one every
+    ``checkpoint_every`` iterations (default: at every evaluation). ``stop`` is polled
+    between iterations: when it returns true the run ends as "interrupted", exactly
+    between two iterations (a Ctrl-C that is not caught that way may land inside one).
     """
     (x_train, t_train), (x_test, t_test) = data
     _check_data(x_train, t_train, "training")
     _check_data(x_test, t_test, "test")
     config.validate(train_size=x_train.shape[0])
+    if checkpoint_every is not None:
+        positive_int("checkpoint every", checkpoint_every)
     be = get_backend(config.device, config.dtype)
     init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(2)
     net = MultiLayerNet(
@@ -115,63 +147,119 @@ def train(
         config.weight_init_std, device=be, seed=init_seed,
     )
     optimizer = make_optimizer(config.optimizer, lr=config.lr, **config.optimizer_options)
-    show = sys.stderr.isatty() if progress is None else progress
-    write = log or tqdm.write
-
-    with be.scope():  # CuPy computes on the current device: make it the run's
-        return _run(config, be, net, optimizer, (x_train, t_train), (x_test, t_test),
-                    batch_seed, write, show)
-
-
-def _run(config: TrainConfig, be: Backend, net: MultiLayerNet, optimizer: Any, train_host: Any,
-         test_host: Any, batch_seed: Any, write: Callable[[str], None], show: bool) -> TrainResult:
-    (x_train, t_train), (x_test, t_test) = train_host, test_host
-    train_set = _to_device(be, x_train, t_train)
-    test_set = _to_device(be, x_test, t_test)
-    gradient = _gradient_fn(net, config)
-    per_epoch = config.iters_per_epoch(x_train.shape[0])
-    eval_every = config.eval_every or per_epoch
     rng = np.random.default_rng(batch_seed)
-    history: dict[str, list] = {k: [] for k in (
-        "loss", "grad_time", "eval_iter", "eval_epoch", "train_acc", "test_acc", "eval_elapsed")}
+    loop = _Loop(config, be, net, optimizer, rng, log or tqdm.write,
+                 sys.stderr.isatty() if progress is None else progress)
+    loop.on_checkpoint, loop.stop = on_checkpoint, stop or (lambda: False)
+    with be.scope():  # CuPy computes on the current device: make it the run's
+        if resume is not None:
+            loop.restore(resume)
+        return loop.run((x_train, t_train), (x_test, t_test), checkpoint_every)
 
-    write(f"training {describe(net)} on {be} ({be.reason})")
-    write(f"{config.grad} gradient, {config.iters} iterations, batch {config.batch_size}, "
-          f"{config.optimizer} lr {config.lr}, seed {config.seed}")
-    timer = be.interval_timer()
-    pending: list[Any] = []  # device 0-d losses not yet read back
-    status, message, diverged_at = "completed", "", None
-    start = time.perf_counter()
-    bar = tqdm(total=config.iters, disable=not show, unit="it", leave=False, file=sys.stderr)
-    i = 0
-    try:
-        while i < config.iters and status == "completed":
-            block = min(eval_every - i % eval_every, config.iters - i)
-            batches = be.asarray(rng.integers(0, x_train.shape[0], size=(block, config.batch_size)))
-            for b in range(block):
-                x, t = _batch(be, train_set, batches[b, :])
-                timer.start()
-                grads = gradient(x, t)
-                timer.stop()
-                optimizer.update(net.params, grads)
-                pending.append(net.last_layer.loss)
-                i += 1
-                if len(pending) == CHECK_EVERY or b == block - 1:
-                    status, message, diverged_at = _read_back(be, pending, timer, history,
-                                                              config)
-                    pending = []
-                    bar.update(i - bar.n)
-                    if status != "completed":
-                        break
-            if status == "completed":
-                _evaluate(net, train_set, test_set, history, i, per_epoch, start)
-                write(_epoch_line(history, per_epoch))
-    except KeyboardInterrupt:
-        _read_back(be, pending, timer, history, config)
-        status, message = "interrupted", f"interrupted after {len(history['loss'])} iterations"
-    finally:
-        bar.close()
-    return TrainResult(net, history, status, time.perf_counter() - start, message, diverged_at)
+
+class _Loop:
+    """The state of one run: the net, the optimizer, the batch Generator, the history."""
+
+    def __init__(self, config: TrainConfig, be: Backend, net: MultiLayerNet, optimizer: Any,
+                 rng: np.random.Generator, write: Callable[[str], None], show: bool) -> None:
+        self.config, self.be, self.net, self.optimizer, self.rng = config, be, net, optimizer, rng
+        self.write, self.show = write, show
+        self.history: dict[str, list] = {k: [] for k in (
+            "loss", "grad_time", "eval_iter", "eval_epoch", "train_acc", "test_acc",
+            "eval_elapsed")}
+        self.i = self.block_start = 0
+        self.block_rng = rng.bit_generator.state
+        self.elapsed_before = 0.0
+
+    def restore(self, c: Checkpoint) -> None:
+        if set(c.params) != set(self.net.params):
+            raise InputError("the checkpoint's parameters do not match the run's net")
+        for k, v in c.params.items():
+            if tuple(v.shape) != tuple(self.net.params[k].shape):
+                raise InputError(f"the checkpoint's {k} has shape {v.shape}, the net's "
+                                 f"{tuple(self.net.params[k].shape)}")
+
+        def to_device(a: Any) -> Any:  # a copy: training updates it in place
+            return self.be.asarray(np.array(a, copy=True), dtype=self.be.dtype)
+
+        for k, v in c.params.items():
+            self.net.params[k] = to_device(v)
+        self.optimizer.load_state_dict(c.optimizer, to_device)
+        self.rng.bit_generator.state = c.rng
+        self.history = {k: list(v) for k, v in c.history.items()}
+        self.i, self.block_start, self.elapsed_before = c.iteration, c.block_start, c.elapsed
+
+    def checkpoint(self, start: float) -> Checkpoint:
+        def to_host(a: Any) -> np.ndarray:
+            return np.array(self.be.to_numpy(a), copy=True)  # a copy: training goes on in place
+
+        opt = {k: to_host(v) if not isinstance(v, int) else v
+               for k, v in self.optimizer.state_dict().items()}
+        return Checkpoint(self.i, self.block_start, self.block_rng,
+                          {k: to_host(v) for k, v in self.net.params.items()}, opt,
+                          {k: list(v) for k, v in self.history.items()}, self._elapsed(start))
+
+    def _elapsed(self, start: float) -> float:
+        return self.elapsed_before + time.perf_counter() - start
+
+    def run(self, train_host: Any, test_host: Any, checkpoint_every: int | None) -> TrainResult:
+        config, be, net, history = self.config, self.be, self.net, self.history
+        x_train, t_train = train_host
+        train_set = _to_device(be, x_train, t_train)
+        test_set = _to_device(be, *test_host)
+        gradient = _gradient_fn(net, config)
+        per_epoch = config.iters_per_epoch(x_train.shape[0])
+        eval_every = config.eval_every or per_epoch
+        every = checkpoint_every or eval_every
+        self.write(f"training {describe(net)} on {be} ({be.reason})")
+        self.write(f"{config.grad} gradient, {config.iters} iterations, batch "
+                   f"{config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
+                   + (f"; resumed at iteration {self.i}" if self.i else ""))
+        timer = be.interval_timer()
+        pending: list[Any] = []  # device 0-d losses not yet read back
+        status, message, diverged_at = "completed", "", None
+        start = time.perf_counter()
+        bar = tqdm(total=config.iters, initial=self.i, disable=not self.show, unit="it",
+                   leave=False, file=sys.stderr)
+        try:
+            while self.i < config.iters and status == "completed":
+                self.block_rng = self.rng.bit_generator.state  # a resume draws it again
+                start_i = self.block_start
+                block = min(eval_every - start_i % eval_every, config.iters - start_i, MAX_BLOCK)
+                batches = be.asarray(self.rng.integers(0, x_train.shape[0],
+                                                       size=(block, config.batch_size)))
+                for b in range(self.i - start_i, block):
+                    if self.stop():
+                        raise KeyboardInterrupt
+                    x, t = _batch(be, train_set, batches[b, :])
+                    timer.start()
+                    grads = gradient(x, t)
+                    timer.stop()
+                    self.optimizer.update(net.params, grads)
+                    pending.append(net.last_layer.loss)
+                    self.i += 1
+                    due = self.i % every == 0 and self.on_checkpoint is not None
+                    if len(pending) == CHECK_EVERY or b == block - 1 or due:
+                        status, message, diverged_at = _read_back(be, pending, timer, history,
+                                                                  config)
+                        pending = []
+                        bar.update(self.i - bar.n)
+                        if status != "completed":
+                            break
+                    if self.i % eval_every == 0 or self.i == config.iters:
+                        _evaluate(net, train_set, test_set, history, self.i, per_epoch,
+                                  start, self.elapsed_before)
+                        self.write(_epoch_line(history, per_epoch))
+                    if due:
+                        self.on_checkpoint(self.checkpoint(start))
+                self.block_start = start_i + block
+        except KeyboardInterrupt:
+            _read_back(be, pending, timer, history, config)
+            status, message = "interrupted", f"interrupted after {self.i} iterations"
+        finally:
+            bar.close()
+        return TrainResult(net, history, status, self._elapsed(start), message, diverged_at,
+                           self.checkpoint(start) if status == "interrupted" else None)
 
 
 def describe(net: MultiLayerNet) -> str:
@@ -243,12 +331,12 @@ def _read_back(
 
 
 def _evaluate(net: MultiLayerNet, train_set: tuple, test_set: tuple, history: dict,
-              i: int, per_epoch: int, start: float) -> None:
+              i: int, per_epoch: int, start: float, before: float = 0.0) -> None:
     history["eval_iter"].append(i)
     history["eval_epoch"].append(i / per_epoch)
     for key, (x, t, _) in (("train_acc", train_set), ("test_acc", test_set)):
         history[key].append(net.accuracy(x, t))
-    history["eval_elapsed"].append(time.perf_counter() - start)
+    history["eval_elapsed"].append(before + time.perf_counter() - start)
 
 
 def _epoch_line(history: dict, per_epoch: int) -> str:

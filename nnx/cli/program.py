@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -40,7 +42,8 @@ def run_program(
     args = parser.parse_args(argv)
     name = prog(args) if callable(prog) else (prog or parser.prog)
     try:
-        return int(run(args) or 0)
+        with _stops_raise():
+            return int(run(args) or 0)
     except (NnxError, BackendError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
     except OSError as exc:
@@ -48,10 +51,72 @@ def run_program(
         print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
     except MemoryError as exc:  # NumPy's and CuPy's out-of-memory errors are both MemoryError
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a Stopped signal
         print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     return 2
+
+
+# -- stops ------------------------------------------------------------------------------------
+# SIGTERM (docker stop, kill) and SIGHUP (a closed terminal) stop a program as Ctrl-C does;
+# the exit status is 128 + the signal's number: 130 for SIGINT, 143 SIGTERM, 129 SIGHUP.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal, raised where the program can end cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+class Stops:
+    """The stop signals received inside :func:`deferred_stops` (``signum``: the first)."""
+
+    signum: int | None = None
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def _handlers(handler: Callable[[int, object], None]) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _stops_raise() -> contextlib.AbstractContextManager[None]:
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    return _handlers(stop)
+
+
+@contextlib.contextmanager
+def deferred_stops() -> Iterator[Stops]:
+    """Inside the block a stop signal is only noted (the work polls ``requested()``, e.g.
+    between training iterations, and saves are never cut short); at its end a noted stop is
+    raised as :class:`Stopped`."""
+    stops = Stops()
+
+    def note(signum: int, _frame: object) -> None:
+        if stops.signum is None:
+            stops.signum = signum
+            print("stopping: finishing the current step and saving", file=sys.stderr)
+
+    with _handlers(note):
+        yield stops
+    if stops.signum is not None:
+        raise Stopped(stops.signum)
 
 
 def out_of_memory(exc: MemoryError) -> str:

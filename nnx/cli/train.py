@@ -2,19 +2,21 @@
 
 Each run writes a directory: config.json, history.json, history.csv (loss and gradient
 time per iteration), epochs.csv (accuracies per epoch), accuracy.png, loss.png, and the
-final parameters as params.npz.
+final parameters as params.npz. A stopped run (Ctrl-C, SIGTERM, SIGHUP) saves what was
+done and a checkpoint; ``--resume RUN_DIR`` continues it exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import time
 from pathlib import Path
 from typing import Any
 
 from backends import get_backend, machine_info
-from nnx import io
+from nnx import io, rundir
 from nnx.cli import program
 from nnx.errors import DivergenceError, InputError
 from nnx.layers import ACTIVATIONS
@@ -52,61 +54,107 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="iterations between accuracy evaluations (default: one epoch)")
     program.add_data_arguments(parser)
     program.add_out_argument(parser, None, "run", "runs/<time>-<grad>")
+    a("--overwrite", action="store_true", help="replace the run already in --out")
+    a("--resume", metavar="RUN_DIR", help="continue the stopped run in RUN_DIR with its own "
+      "flags (--device may move it)")
+    a("--checkpoint-every", type=int, metavar="N",
+      help="iterations between checkpoints (default: at every evaluation)")
     a("--no-plots", action="store_true", help="skip the PNG plots")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    if args.resume is not None:
+        if args.out is not None or args.overwrite:
+            raise InputError("--resume RUN_DIR continues that directory: drop --out and "
+                             "--overwrite")
+        out, mode = Path(args.resume), "resume"
+        if not (out / "config.json").is_file():
+            raise InputError(f"cannot resume {out}: it holds no config.json of an nnx run")
+        config = _saved_config(rundir.read_json(out / "config.json"), args.device)
+    else:
+        config, mode = _config(args), "overwrite" if args.overwrite else "new"
+        out = args.out or _default_out(config)
     config.validate()
-    device = get_backend(config.device, config.dtype).device  # a bad device fails before work
-    with program.output_dir(args.out or _default_out(config)) as out:
+    be = get_backend(config.device, config.dtype)  # a bad device fails before any work
+    with program.output_dir(out) as out, rundir.locked(out):
+        rundir.prepare(out, mode)
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+        resume = rundir.load_checkpoint(out) if mode == "resume" else None
+        sizes = [data[0][0].shape[1], *config.hidden, 10]
+        io.write_json(out / "config.json", {
+            **config_dict(config), "resolved_device": be.device, "device_reason": be.reason,
+            "sizes": sizes, "machine": machine_info()})
         try:
-            result = train(config, data)
+            with program.deferred_stops() as stops:
+                result = train(config, data, resume=resume, stop=stops.requested,
+                               on_checkpoint=lambda c: rundir.save_checkpoint(out, c),
+                               checkpoint_every=args.checkpoint_every)
+                save_run(out, config, result, plots=not args.no_plots)
+                print(f"saved {result.status} run to {out}")
+                if result.status == "interrupted":
+                    print(f"{result.message}; continue it with nnx train --resume {out}")
+                    if stops.signum is None:  # a Ctrl-C the loop caught itself
+                        return 130
         except MemoryError as exc:
-            raise InputError(_memory_advice(config, device, data, exc)) from None
-        save_run(out, config, result, plots=not args.no_plots)
-    print(f"saved {result.status} run to {out}")
+            raise InputError(_memory_advice(config, be.device, data, exc)) from None
+        finally:
+            if not (out / rundir.CHECKPOINT).exists() and not (out / "history.json").exists():
+                (out / "config.json").unlink(missing_ok=True)  # nothing was done: leave nothing
     if result.status == "diverged":
         raise DivergenceError(result.message)
-    if result.status == "interrupted":
-        print(result.message)
-        return 130
     return 0
 
 
 def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True) -> None:
-    """Write config, history (JSON and CSV), plots and parameters into ``out``."""
-    net, h = result.net, result.history
-    info = machine_info()
-    io.write_json(out / "config.json", {
-        **config_dict(config),
-        "resolved_device": net.backend.device,
-        "device_reason": net.backend.reason,
-        "sizes": net.sizes,
-        "machine": info,
-    })
-    io.write_json(out / "history.json", {
-        **h, "status": result.status, "message": result.message, "elapsed": result.elapsed,
-        "final_test_acc": h["test_acc"][-1] if h["test_acc"] else None,
-    }, indent=None)
-    per_iter = zip(h["loss"], h["grad_time"], strict=True)
-    io.write_csv(out / "history.csv", ["iter", "loss", "grad_time"],
-                    [(i, loss, gt) for i, (loss, gt) in enumerate(per_iter, start=1)])
-    epochs = zip(h["eval_iter"], h["eval_epoch"], h["train_acc"], h["test_acc"],
-                 h["eval_elapsed"], strict=True)
-    io.write_csv(out / "epochs.csv", ["iter", "epoch", "train_acc", "test_acc", "elapsed"],
-                    list(epochs))
-    if result.status != "diverged":
-        params = {k: net.backend.to_numpy(v) for k, v in net.params.items()}
-        io.save_params(out / "params.npz", params)
-    if plots and h["loss"]:
-        from nnx.plots import plot_accuracy, plot_loss  # matplotlib: only when plotting
+    """Write the results into ``out``, ``history.json`` (with the status) last.
 
-        title = f"{describe(net)}, {config.grad}, {net.backend.device}"
-        if h["test_acc"]:
-            plot_accuracy(h, out / "accuracy.png", title)
-        plot_loss(h, out / "loss.png", title)
+    An interrupted run also keeps its checkpoint (``--resume``); a finished one drops it.
+    """
+    net, h = result.net, result.history
+    with rundir.saving(out) as written:
+        if result.checkpoint is not None:
+            rundir.save_checkpoint(out, result.checkpoint)
+        per_iter = zip(h["loss"], h["grad_time"], strict=True)
+        written.append(out / "history.csv")
+        io.write_csv(written[-1], ["iter", "loss", "grad_time"],
+                     [(i, loss, gt) for i, (loss, gt) in enumerate(per_iter, start=1)])
+        epochs = zip(h["eval_iter"], h["eval_epoch"], h["train_acc"], h["test_acc"],
+                     h["eval_elapsed"], strict=True)
+        written.append(out / "epochs.csv")
+        io.write_csv(written[-1], ["iter", "epoch", "train_acc", "test_acc", "elapsed"],
+                     list(epochs))
+        if result.status != "diverged":
+            written.append(out / "params.npz")
+            io.save_params(written[-1], {k: net.backend.to_numpy(v)
+                                         for k, v in net.params.items()})
+        if plots and h["loss"]:
+            from nnx.plots import plot_accuracy, plot_loss  # matplotlib: only when plotting
+
+            title = f"{describe(net)}, {config.grad}, {net.backend.device}"
+            if h["test_acc"]:
+                written.append(out / "accuracy.png")
+                plot_accuracy(h, written[-1], title)
+            written.append(out / "loss.png")
+            plot_loss(h, written[-1], title)
+        written.append(out / "history.json")
+        io.write_json(written[-1], {
+            **h, "status": result.status, "message": result.message,
+            "elapsed": result.elapsed,
+            "final_test_acc": h["test_acc"][-1] if h["test_acc"] else None}, indent=None)
+    if result.status != "interrupted":
+        (out / rundir.CHECKPOINT).unlink(missing_ok=True)
+
+
+def _saved_config(saved: dict, device: str | None) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    except TypeError as exc:
+        raise InputError(f"the run's config.json is not an nnx training config ({exc})") from None
+    config.hidden = tuple(config.hidden)
+    if device is not None:
+        config.device = device  # a run may continue on another device
+    return config
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:

@@ -1,0 +1,124 @@
+"""A training run's directory: always consistent, never shared, resumable.
+
+``config.json`` is written first, ``checkpoint.npz`` (parameters, optimizer state, the
+batch Generator's state, the history: plain arrays and JSON, no pickle) at every
+checkpoint, and the results last, ``history.json`` with the status after every other
+file, so "completed" means everything is there. Every file is written atomically; a save
+that fails removes what it wrote and says why. A lock keeps a second process out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnx import io
+from nnx.errors import DataError, InputError
+from nnx.training import Checkpoint
+
+CHECKPOINT = "checkpoint.npz"
+RESULTS = ("history.csv", "epochs.csv", "params.npz", "accuracy.png", "loss.png")
+RUN_FILES = ("config.json", CHECKPOINT, *RESULTS, "history.json")
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold ``path/.lock`` for the block: a second process on the same run is refused."""
+    lock = path / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass  # no flock on this platform: no lock
+        except OSError:
+            raise InputError(f"another process is writing the run in {path}; wait for it "
+                             "to end or choose another --out") from None
+        for stale in path.glob(".*.part"):  # left by a killed write
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def prepare(path: Path, mode: str) -> None:
+    """Check ``path`` for ``mode``: "new" (refuse a used run directory), "overwrite"
+    (remove its run files) or "resume" (it must hold a checkpoint)."""
+    present = [name for name in RUN_FILES if (path / name).exists()]
+    if mode == "new" and present:
+        raise InputError(f"{path} already holds a run ({', '.join(present)}); continue it "
+                         f"with --resume {path}, replace it with --overwrite, or choose "
+                         "another --out")
+    if mode == "overwrite":
+        for name in present:
+            (path / name).unlink()
+    if mode == "resume" and CHECKPOINT not in present:
+        status = read_json(path / "history.json").get("status") if "history.json" in \
+            present else None
+        why = "it completed" if status == "completed" else "it holds no checkpoint.npz"
+        raise InputError(f"cannot resume the run in {path}: {why}")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`DataError` naming the file if it is not one."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise DataError(f"cannot read {path} ({exc}); restore it or start a new run") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is not a JSON object; restore it or start a new run")
+    return value
+
+
+def save_checkpoint(path: Path, c: Checkpoint) -> None:
+    """``path/checkpoint.npz``: arrays as members, everything else as one JSON member."""
+    arrays = {f"param/{k}": v for k, v in c.params.items()}
+    arrays.update({f"opt/{k}": v for k, v in c.optimizer.items() if isinstance(v, np.ndarray)})
+    meta = {"iteration": c.iteration, "block_start": c.block_start, "rng": c.rng,
+            "elapsed": c.elapsed, "history": c.history,
+            "optimizer": {k: v for k, v in c.optimizer.items() if not isinstance(v, np.ndarray)}}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    io.save_params(path / CHECKPOINT, arrays)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint in ``path``; :class:`DataError` naming the file if it is damaged."""
+    file = path / CHECKPOINT
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(arrays.pop("meta")).decode())
+        params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
+        opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+        opt.update(meta["optimizer"])
+        return Checkpoint(int(meta["iteration"]), int(meta["block_start"]), meta["rng"],
+                          params, opt, meta["history"], float(meta["elapsed"]))
+    except (OSError, EOFError, KeyError, TypeError, ValueError, UnicodeError,
+            zipfile.BadZipFile) as exc:
+        raise DataError(f"{file} is not a readable nnx checkpoint ({exc}); start a new run "
+                        "or restore the file") from exc
+
+
+@contextlib.contextmanager
+def saving(path: Path) -> Iterator[list[Path]]:
+    """Collect the files a save writes; if it fails, remove them and say what to do."""
+    written: list[Path] = []
+    try:
+        yield written
+    except OSError as exc:
+        for p in written:
+            p.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot save the run in {path}: {reason}; free some space or choose "
+                         "another --out (the last checkpoint, if any, is kept)") from exc

@@ -1,0 +1,190 @@
+"""Runs that survive: stop signals, consistent run directories, and --resume bit for bit.
+
+The reference for a resumed run is the same run left alone: its parameters must be equal
+to the last bit on the same device."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import nnx.io
+from nnx import rundir
+from nnx.cli import main as nnx_main
+from nnx.errors import DataError
+from nnx.io import load_params
+from nnx.mnist import load_mnist
+from nnx.training import TrainConfig, train
+
+ADAM = ["--device", "cpu", "--optimizer", "adam", "--lr", "0.001", "--iters", "3000",
+        "--no-plots"]
+
+
+def _nnx(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnx.cli", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    return proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted Adam run's parameters."""
+    from tests.conftest import SHARED_MNIST
+
+    out = tmp_path_factory.mktemp("ref") / "run"
+    code, _, err = _finish(_nnx(*ADAM, "--data-dir", str(SHARED_MNIST), "--out", str(out)))
+    assert code == 0, err
+    return load_params(out / "params.npz")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_saves_and_resume_continues_bit_for_bit(mnist_dir, tmp_path, reference,
+                                                              sig):
+    out = tmp_path / "run"
+    proc = _nnx(*ADAM, "--data-dir", str(mnist_dir), "--out", str(out))
+    deadline, line = time.monotonic() + 120, ""
+    while "epoch" not in line and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+    proc.send_signal(sig)
+    code, _, err = _finish(proc)
+    assert code == 128 + sig, err
+    assert err.strip().splitlines()[-1] == "nnx train: interrupted"
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "interrupted" and 600 <= len(history["loss"]) < 3000
+    assert (out / "checkpoint.npz").exists() and (out / "params.npz").exists()
+    code, stdout, err = _finish(_nnx("--resume", str(out), "--data-dir", str(mnist_dir)))
+    assert code == 0, err
+    assert f"resumed at iteration {len(history['loss'])}" in stdout
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "completed" and len(history["loss"]) == 3000
+    assert not (out / "checkpoint.npz").exists()  # a completed run has nothing to resume
+    resumed = load_params(out / "params.npz")
+    for key, want in reference.items():
+        assert np.array_equal(resumed[key], want), key
+
+
+def _small():
+    from tests.conftest import SHARED_MNIST
+
+    (x, t), (xt, tt) = load_mnist(data_dir=SHARED_MNIST, download=False)
+    return (x[:3000], t[:3000]), (xt[:500], tt[:500])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_resuming_from_any_checkpoint_equals_the_run_left_alone(mnist_dir, optimizer):
+    data = _small()
+
+    def config(device="cpu"):
+        return TrainConfig(device=device, iters=260, optimizer=optimizer, lr=0.01,
+                           eval_every=100)
+
+    quiet = {"log": lambda _: None, "progress": False}
+    alone = train(config(), data, **quiet)
+    checkpoints = []
+    train(config(), data, on_checkpoint=checkpoints.append, checkpoint_every=70, **quiet)
+    assert [c.iteration for c in checkpoints] == [70, 140, 210]
+    for c in checkpoints:
+        resumed = train(config(), data, resume=c, **quiet)
+        for key, want in alone.net.params.items():
+            assert np.array_equal(resumed.net.params[key], want), (c.iteration, key)
+        assert resumed.history["loss"] == alone.history["loss"]
+        assert resumed.history["test_acc"] == alone.history["test_acc"]
+    # A run moved to another device continues the same numbers (strict: NumPy underneath).
+    moved = train(config("strict"), data, resume=checkpoints[1], **quiet)
+    for key, want in alone.net.params.items():
+        got = moved.net.backend.to_numpy(moved.net.params[key])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_stop_polled_between_iterations_ends_exactly_there(mnist_dir):
+    data, calls = _small(), []
+    result = train(TrainConfig(device="cpu", iters=300, eval_every=100), data,
+                   log=lambda _: None, progress=False,
+                   stop=lambda: calls.append(1) or len(calls) > 123)
+    assert result.status == "interrupted" and result.checkpoint.iteration == 123
+    assert len(result.history["loss"]) == 123 and result.checkpoint.block_start == 100
+
+
+def _cli(*args: str) -> int:
+    return nnx_main(["train", "--device", "cpu", "--iters", "20", "--eval-every", "10",
+                     "--no-plots", *args])
+
+
+def test_a_used_run_directory_is_refused_until_resumed_or_overwritten(mnist_dir, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "run"
+    data = ["--data-dir", str(mnist_dir), "--out", str(out)]
+    assert _cli(*data) == 0
+    (out / "accuracy.png").write_bytes(b"a plot of the first run")
+    assert _cli(*data) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--overwrite" in err[0]
+    assert _cli(*data, "--overwrite") == 0
+    assert not (out / "accuracy.png").exists()  # nothing of the first run is left beside it
+    assert nnx_main(["train", "--resume", str(out), "--data-dir", str(mnist_dir)]) == 2
+    assert "it completed" in capsys.readouterr().err
+
+
+def test_a_locked_run_directory_is_refused_and_stale_parts_are_removed(mnist_dir, tmp_path,
+                                                                       capsys):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".history.json.abc.part").write_text("half a file from a killed write")
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 2
+        assert "another process is writing the run" in capsys.readouterr().err
+    assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 0
+    assert not list(out.glob(".*.part")) and not (out / ".lock").exists()
+
+
+def test_a_full_disk_while_saving_leaves_no_half_run(mnist_dir, tmp_path, capsys, monkeypatch):
+    real = nnx.io.write_csv
+
+    def full(path, *args):
+        if path.name == "epochs.csv":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(nnx.io, "write_csv", full)
+    out = tmp_path / "run"
+    assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "free some space" in err[0]
+    assert not (out / "history.json").exists() and not (out / "history.csv").exists()
+
+
+def test_a_stop_during_the_save_waits_for_it(mnist_dir, tmp_path, monkeypatch):
+    real = nnx.io.write_csv
+
+    def interrupted(path, *args):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the save
+        return real(path, *args)
+
+    monkeypatch.setattr(nnx.io, "write_csv", interrupted)
+    out = tmp_path / "run"
+    assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 130
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "completed"
+    assert (out / "params.npz").exists() and (out / "epochs.csv").exists()
+
+
+def test_a_damaged_checkpoint_is_one_sentence(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match=r"checkpoint\.npz is not a readable nnx checkpoint"):
+        rundir.load_checkpoint(tmp_path)
