@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from backends import Backend
+from nnx.errors import InputError
 from nnx.optimizers import Optimizer
 
 LIMIT = 1e6  # |coordinate| beyond this counts as divergence
+MAX_STEPS = 1_000_000  # a path keeps a host copy of every point: bound the work and memory
 
 Params = dict[str, Any]
 Objective = Callable[[Params], tuple[Any, Mapping[str, Any]]]
@@ -51,6 +53,8 @@ def follow(fn: Objective, params: Params, optimizer: Optimizer, steps: int,
     is not finite, has a coordinate beyond ``limit`` in absolute value, or where f is
     not finite. Overflow on the way is expected there, so NumPy's warnings are silenced.
     """
+    if steps > MAX_STEPS:
+        raise InputError(f"steps must be at most {MAX_STEPS:,}, got {steps:,}")
     path = Trajectory(optimizer)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for k in range(steps + 1):

@@ -235,6 +235,8 @@ class MultiLayerNet:
         self._check_x(x)
         self.backend.check(t, "t")
         n, n_out = x.shape[0], self.sizes[-1]
+        if n == 0:
+            raise InputError("the batch is empty: x has no rows")
         if t.ndim == 1:
             if t.shape[0] != n:
                 raise InputError(f"t has {t.shape[0]} labels for {n} rows of x")

@@ -45,10 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "book's 5-layer net; --hidden 50 is the two-layer net)")
     p.add_argument("--iters", type=int, default=2000, help="iterations (default: 2000)")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default: 128)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initial weights and the batch order (default: 0)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
-                   help="floating dtype of the networks (default: float64)")
+    program.add_seed_argument(p, "the initial weights and the batch order")
+    program.add_dtype_argument(p, "the networks")
     program.add_data_arguments(p)
     program.add_device_argument(p)
     program.add_out_argument(p, "runs/compare_optimizers", "PNG")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from backends import Backend, get_backend, xp_of
 from nnx.cli import program
-from nnx.descent import LIMIT, Trajectory, follow
+from nnx.descent import LIMIT, MAX_STEPS, Trajectory, follow
 from nnx.errors import InputError
 from nnx.numerical import H, numerical_gradient
 from nnx.optimizers import SGD
@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     rates = args.lr or [0.1, 0.01, 1.1]
     for lr in rates:
         SGD(lr=lr)  # validates: one sentence for a non-positive or non-finite rate
-    if any(k < 1 for k in args.steps):
-        raise InputError(f"--steps must be positive integers, got {' '.join(map(str, args.steps))}")
+    if any(not 1 <= k <= MAX_STEPS for k in args.steps):
+        raise InputError(f"--steps must be integers from 1 to {MAX_STEPS:,}, got "
+                         f"{' '.join(map(str, args.steps))}")
     if not (math.isfinite(args.x0) and abs(args.x0) <= LIMIT):
         raise InputError(f"--x0 must be a finite number within +-{LIMIT:g}, got {args.x0}")
     steps, x0 = sorted(set(args.steps)), args.x0

@@ -23,7 +23,7 @@ import numpy as np
 
 from backends import Backend, get_backend
 from nnx.cli import program
-from nnx.descent import LIMIT, Trajectory, follow
+from nnx.descent import LIMIT, MAX_STEPS, Trajectory, follow
 from nnx.errors import InputError
 from nnx.layers import AddLayer, MulLayer, SquareLayer
 from nnx.optimizers import Optimizer
@@ -66,8 +66,8 @@ def walk(backend: Backend, opt: Optimizer, start: Sequence[float], steps: int) -
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.steps < 1:
-        raise InputError(f"--steps must be a positive integer, got {args.steps}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise InputError(f"--steps must be an integer from 1 to {MAX_STEPS:,}, got {args.steps}")
     if not all(math.isfinite(c) and abs(c) <= LIMIT for c in args.start):
         raise InputError(f"--start must be finite numbers within +-{LIMIT:g}, got "
                          f"{args.start[0]:g} {args.start[1]:g}")

@@ -188,3 +188,36 @@ def test_a_damaged_checkpoint_is_one_sentence(tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match=r"checkpoint\.npz is not a readable nnx checkpoint"):
         rundir.load_checkpoint(tmp_path)
+
+
+def _consistent(out) -> str:
+    """The state of a run directory after any stop; fails if it is not a consistent one."""
+    assert not list(out.glob(".*.part")) and not (out / ".lock").exists()
+    names = {p.name for p in out.iterdir()} if out.exists() else set()
+    if "history.json" not in names:  # stopped before anything was done, or killed
+        assert names <= {"config.json", "checkpoint.npz"}, names
+        return "nothing saved"
+    status = json.loads((out / "history.json").read_text())["status"]
+    assert status in ("completed", "interrupted")
+    assert {"config.json", "history.csv", "epochs.csv", "params.npz"} <= names
+    assert ("checkpoint.npz" in names) == (status == "interrupted")
+    return status
+
+
+def test_stop_signals_at_random_moments_leave_consistent_run_directories(mnist_dir, tmp_path):
+    rng = np.random.default_rng(2026)
+    seen = set()
+    for k, delay in enumerate(rng.uniform(0.0, 3.0, size=3)):
+        out = tmp_path / f"run{k}"
+        proc = _nnx("--device", "cpu", "--iters", "1200", "--eval-every", "300", "--data-dir",
+                    str(mnist_dir), "--out", str(out))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        code, _, _ = _finish(proc)
+        assert code in (0, 128 + signal.SIGTERM)
+        seen.add(_consistent(out))
+        if (out / "checkpoint.npz").exists():
+            code, _, err = _finish(_nnx("--resume", str(out), "--data-dir", str(mnist_dir)))
+            assert code == 0, err
+            assert _consistent(out) == "completed"
+    assert seen  # each moment gave one of the consistent states

@@ -228,7 +228,9 @@ def test_bad_input_is_one_line_in_a_subprocess(tmp_path, name, args, words):
         ("partial_derivatives", ["--device", "tpu"], "unknown device 'tpu'"),
         ("gradient_descent", ["--lr", "0"], "lr must be a positive"),
         ("gradient_descent", ["--lr", "inf"], "lr must be a positive"),
-        ("gradient_descent", ["--steps", "0"], "--steps must be positive"),
+        ("gradient_descent", ["--steps", "0"], "--steps must be integers from 1 to"),
+        ("gradient_descent", ["--steps", "100000000000"], "from 1 to 1,000,000, got 1000000"),
+        ("optimizer_paths", ["--steps", "1000000000"], "from 1 to 1,000,000, got 1000000000"),
         ("optimizer_paths", ["--optimizer", "adamw"], "sgd, momentum, nesterov, adagrad"),
         ("optimizer_paths", ["--lr", "-1"], "lr must be a positive"),
         ("optimizer_paths", ["--lr", "adam=x"], "--lr expects VALUE or NAME=VALUE"),
@@ -243,6 +245,16 @@ def test_bad_input_is_one_sentence(tmp_path, capsys, name, args, words):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"{name}.py: error: ") and words in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "1.5", "abc"])
+def test_a_bad_seed_is_a_flag_error(tmp_path, capsys, seed):
+    with pytest.raises(SystemExit) as info:
+        load("compare_optimizers").main(["--seed", seed, "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --seed: expected a non-negative integer" in last
     assert not (tmp_path / "out").exists()
 
 

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                     if stops.signum is None:  # a Ctrl-C the loop caught itself
                         return 130
         except MemoryError as exc:
-            raise InputError(_memory_advice(config, be.device, data, exc)) from None
+            raise InputError(_memory_advice(config, be, data, exc)) from None
         finally:
             if not (out / rundir.CHECKPOINT).exists() and not (out / "history.json").exists():
                 (out / "config.json").unlink(missing_ok=True)  # nothing was done: leave nothing
@@ -173,25 +173,30 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _memory_advice(config: TrainConfig, device: str, data: Any, exc: MemoryError) -> str:
+def _memory_advice(config: TrainConfig, be: Any, data: Any, exc: MemoryError) -> str:
     """The failed allocation, and the flag that shrinks the largest of the run's arrays:
-    the weights (--hidden), the activations of a batch (--batch-size) or the data set held
-    on the device (--dtype float32 halves it)."""
+    the weights (--hidden, to sizes whose weights, gradients and optimizer state fit), the
+    activations of a batch (--batch-size) or the data set on the device (--dtype float32)."""
     (x_train, _), (x_test, _) = data
-    sizes = [x_train.shape[1], *config.hidden, 10]
-    weights = sum(a * b for a, b in itertools.pairwise(sizes))
-    batch = config.batch_size * sum(sizes)
-    dataset = (x_train.shape[0] + x_test.shape[0]) * x_train.shape[1]
-    if weights >= max(batch, dataset):
-        smaller = " ".join(str(max(h // 2, 1)) for h in config.hidden)
-        hint = f"a smaller --hidden (e.g. {smaller})"
+    n_in, item = x_train.shape[1], 4 if config.dtype == "float32" else 8
+
+    def weights(hidden: list[int]) -> int:
+        return sum(a * b for a, b in itertools.pairwise([n_in, *hidden, 10]))
+
+    batch = config.batch_size * (n_in + sum(config.hidden) + 10)
+    dataset = (x_train.shape[0] + x_test.shape[0]) * n_in
+    if weights(list(config.hidden)) >= max(batch, dataset):
+        hidden, free = [max(h // 2, 1) for h in config.hidden], be.memory_free()
+        while 8 * item * weights(hidden) > free and max(hidden) > 1:  # ~8 copies of W
+            hidden = [max(h // 2, 1) for h in hidden]
+        hint = f"a smaller --hidden (e.g. {' '.join(map(str, hidden))})"
     elif batch >= dataset:
         hint = f"a smaller --batch-size (e.g. {max(config.batch_size // 2, 1)})"
     elif config.dtype == "float64":
         hint = "--dtype float32 (the data set on the device takes half the memory)"
     else:
         hint = "a device with more free memory"
-    return f"{program.out_of_memory(exc)} training on {device}; try {hint}"
+    return f"{program.out_of_memory(exc)} training on {be.device}; try {hint}"
 
 
 def _default_out(config: TrainConfig) -> Path:
