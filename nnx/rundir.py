@@ -14,6 +14,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,25 @@ import numpy as np
 
 from nnx import io
 from nnx.errors import DataError, InputError
-from nnx.training import Checkpoint
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue exactly where it was: host arrays and JSON values.
+
+    ``rng`` is the batch Generator's state when the block of ``block_start`` was drawn, so
+    a resumed run draws that block again and skips the ``iteration - block_start`` rows
+    already done.
+    """
+
+    iteration: int
+    block_start: int
+    rng: dict[str, Any]
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, Any]
+    history: dict[str, list]
+    elapsed: float
+
 
 CHECKPOINT = "checkpoint.npz"
 RESULTS = ("history.csv", "epochs.csv", "params.npz", "accuracy.png", "loss.png")

@@ -26,6 +26,7 @@ from nnx.functions import one_hot
 from nnx.layers import ACTIVATIONS
 from nnx.network import METHODS, MultiLayerNet
 from nnx.optimizers import make_optimizer
+from nnx.rundir import Checkpoint
 
 GRADS = ("backprop", "numerical")
 CHECK_EVERY = 50  # iterations between reads of the loss (divergence checks)
@@ -79,24 +80,6 @@ class TrainConfig:
 
     def iters_per_epoch(self, train_size: int) -> int:
         return max(train_size // self.batch_size, 1)
-
-
-@dataclass
-class Checkpoint:
-    """Everything a run needs to continue exactly where it was: host arrays and JSON values.
-
-    ``rng`` is the batch Generator's state when the block of ``block_start`` was drawn, so
-    a resumed run draws that block again and skips the ``iteration - block_start`` rows
-    already done.
-    """
-
-    iteration: int
-    block_start: int
-    rng: dict[str, Any]
-    params: dict[str, np.ndarray]
-    optimizer: dict[str, Any]
-    history: dict[str, list]
-    elapsed: float
 
 
 @dataclass
