@@ -1,4 +1,11 @@
-"""Everything that touches CuPy. Imported lazily: CuPy is optional."""
+"""Everything that touches CuPy. Imported lazily: CuPy is optional.
+
+CuPy allocates and launches kernels on its *current* device, a per-thread global. Nothing
+here changes it for good: each call that allocates, waits or records runs inside
+``with cupy.cuda.Device(i)``, so a backend for cuda:1 stays on cuda:1 whatever is current.
+CuPy and its array namespace come through one seam each, :func:`_import` and
+:func:`_namespace`, which the tests replace with a stand-in (``tests/standin_cupy.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,16 @@ DRIVER_HINT = (
     "check that the NVIDIA driver works (nvidia-smi); inside Docker, run with --gpus all "
     "on a host with the NVIDIA Container Toolkit"
 )
+OLD_DRIVER_HINT = (
+    "update the NVIDIA driver, or install the CuPy build for your driver's CUDA "
+    '(pip install "nnx[cuda12]" for a CUDA 12 driver)'
+)
+NO_DRIVER = "no NVIDIA driver is visible"
 
 
 @functools.lru_cache(maxsize=1)
 def _import() -> tuple[ModuleType | None, str]:
+    """CuPy, or None and why not (the seam the tests replace)."""
     try:
         import cupy
     except ImportError as exc:
@@ -24,6 +37,13 @@ def _import() -> tuple[ModuleType | None, str]:
     return cupy, ""
 
 
+def _namespace() -> ModuleType:
+    """CuPy's Array API namespace (the seam the tests replace)."""
+    import array_api_compat.cupy as xp
+
+    return xp
+
+
 @functools.lru_cache(maxsize=1)
 def _count() -> tuple[int, str]:
     cupy, problem = _import()
@@ -31,10 +51,16 @@ def _count() -> tuple[int, str]:
         return 0, problem
     try:
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError and friends: no driver, no device
-        if _driver_version(cupy) == 0:
+    except Exception as exc:  # CUDARuntimeError: no driver, a driver too old, no device
+        driver, runtime = _driver_version(cupy), _runtime_version(cupy)
+        if driver == 0:
             # CUDA calls a missing driver "insufficient"; say what is really wrong.
-            return 0, f"CuPy is installed but no NVIDIA driver is visible; {DRIVER_HINT}"
+            return 0, f"CuPy is installed but {NO_DRIVER}; {DRIVER_HINT}"
+        if "InsufficientDriver" in str(exc) and driver and runtime:
+            return 0, (
+                f"the NVIDIA driver supports CUDA {_cuda_version(driver)} but this CuPy "
+                f"needs CUDA {_cuda_version(runtime)}; {OLD_DRIVER_HINT}"
+            )
         return 0, f"CuPy is installed but no CUDA device answers ({_short(exc)}); {DRIVER_HINT}"
     if n == 0:
         return 0, f"CuPy is installed but it sees no CUDA device; {DRIVER_HINT}"
@@ -47,18 +73,28 @@ def _device_problem(index: int) -> str:
     cupy, _ = _import()
     try:
         with cupy.cuda.Device(index):
-            value = float((cupy.arange(3, dtype=cupy.float64) * 2.0).sum())
+            xp = _namespace()
+            value = float(xp.sum(xp.arange(3, dtype=xp.float64) * 2.0))
     except Exception as exc:  # missing libnvrtc, driver too old, out of memory, ...
         return f"CUDA device cuda:{index} does not work ({_short(exc)}); {DRIVER_HINT}"
     if value != 6.0:
-        return f"CUDA device cuda:{index} computed a wrong result in a self-test"
+        return (f"CUDA device cuda:{index} computed a wrong result in a self-test "
+                f"(3 numbers summed to {value}, not 6); {DRIVER_HINT}")
     return ""
 
 
 def _driver_version(cupy: ModuleType) -> int | None:
+    """The CUDA version the driver supports; 0 when there is no driver (CUDA's convention)."""
     try:
         return int(cupy.cuda.runtime.driverGetVersion())
     except Exception:  # the query itself failing tells us nothing more
+        return None
+
+
+def _runtime_version(cupy: ModuleType) -> int | None:
+    try:
+        return int(cupy.cuda.runtime.runtimeGetVersion())
+    except Exception:  # as above
         return None
 
 
@@ -68,13 +104,14 @@ def _short(exc: BaseException) -> str:
 
 
 def problem(index: int | None) -> str:
-    """Why CUDA device ``index`` (None: the current one) cannot be used, or "" if it can."""
+    """Why CUDA device ``index`` (None: the default, cuda:0) cannot be used, or "" if it can."""
     n, why = _count()
     if why:
         return why
     if index is not None and index >= n:
         have = ", ".join(f"cuda:{i}" for i in range(n))
-        return f"device cuda:{index} does not exist: this machine has {n} CUDA device(s) ({have})"
+        return (f"device cuda:{index} does not exist: this machine has {n} CUDA device(s) "
+                f"({have}); choose one of them with --device")
     return _device_problem(0 if index is None else index)
 
 
@@ -84,66 +121,112 @@ def working_devices() -> list[int]:
 
 
 def namespace(index: int | None) -> tuple[ModuleType, int]:
-    import array_api_compat.cupy as xp
+    """The array namespace and the device a backend computes on: ``index``, else cuda:0.
 
-    cupy, _ = _import()
-    if index is not None:
-        # CuPy runs kernels on the current device: arrays of cuda:N need N to be current.
-        cupy.cuda.Device(index).use()
-    idx = cupy.cuda.runtime.getDevice() if index is None else index
-    return xp, idx
+    The default is cuda:0, not "whatever is current", so a backend never depends on
+    who called ``Device.use()`` before; nothing here changes the current device.
+    """
+    return _namespace(), 0 if index is None else index
 
 
 def device(index: int) -> Any:
+    """The ``cupy.cuda.Device``: a ``with`` block on it makes ``index`` current."""
     cupy, _ = _import()
     return cupy.cuda.Device(index)
 
 
-def is_cupy_array(x: Any) -> bool:
-    """Whether ``x`` is a CuPy array (without importing CuPy when nothing did)."""
-    return type(x).__module__.startswith("cupy")
+def array_device(x: Any) -> Any:
+    """The ``cupy.cuda.Device`` holding array ``x``, or None when ``x`` is no CuPy array.
+
+    NumPy values are answered without importing CuPy, so CPU code never pays for it.
+    """
+    if x is None or type(x).__module__.startswith("numpy") or isinstance(x, (int, float)):
+        return None
+    cupy, _ = _import()
+    if cupy is None or not isinstance(x, cupy.ndarray):
+        return None
+    return cupy.cuda.Device(x.device)  # CuPy takes a Device here and keeps its id
 
 
 def device_index(x: Any) -> int:
-    return x.device.id
+    """The index N of the cuda:N holding CuPy array ``x``."""
+    cupy, _ = _import()
+    return cupy.cuda.Device(x.device).id
+
+
+def asarray(index: int, x: Any, dtype: Any) -> Any:
+    """``x`` copied onto cuda:``index`` (CuPy's ``asarray`` puts it on the current device)."""
+    with device(index):
+        return _namespace().asarray(x, dtype=dtype)
+
+
+def to_host(x: Any) -> Any:
+    """A NumPy copy of CuPy array ``x`` (CuPy copies from the array's own device)."""
+    cupy, _ = _import()
+    return cupy.asnumpy(x)
 
 
 def memory_free(index: int) -> int:
-    """Bytes free on device ``index``; blocks held free by CuPy's pool count, it reuses them."""
+    """Bytes a new allocation can take on device ``index``.
+
+    Blocks held free by CuPy's pool count (it reuses them); a pool limit
+    (``CUPY_GPU_MEMORY_LIMIT`` or ``set_limit``; 0 means none) caps what the pool may
+    hold in all. The pool answers for the current device, hence the ``with``.
+    """
     cupy, _ = _import()
     with cupy.cuda.Device(index):
+        pool = cupy.get_default_memory_pool()
         free, _total = cupy.cuda.runtime.memGetInfo()
-        return int(free + cupy.get_default_memory_pool().free_bytes())
+        free = int(free) + int(pool.free_bytes())
+        limit = int(pool.get_limit())
+        if limit:
+            free = min(free, max(limit - int(pool.used_bytes()), 0))
+        return free
 
 
-def synchronize() -> None:
+def synchronize(index: int) -> None:
+    """Wait for the work queued on device ``index``'s current stream."""
     cupy, _ = _import()
-    cupy.cuda.get_current_stream().synchronize()
+    with cupy.cuda.Device(index):
+        cupy.cuda.get_current_stream().synchronize()
 
 
 class EventTimer:
-    """Intervals measured by CUDA events: recording does not wait for the GPU."""
+    """Intervals measured by pairs of CUDA events recorded on one device's current stream.
 
-    def __init__(self) -> None:
+    Recording does not wait for the GPU. An interval is the GPU time between its two
+    events on the stream: the work queued between them, *plus* any time the GPU sat idle
+    waiting for the host to launch that work; when the host is the bottleneck, launch
+    overhead is in the figure.
+    """
+
+    def __init__(self, index: int) -> None:
         self._cupy, _ = _import()
+        self._index = index
         self._pairs: list[tuple[Any, Any]] = []
         self._start: Any = None
 
+    def _record(self) -> Any:
+        # An event belongs to the device current when it is made; record it there too.
+        with self._cupy.cuda.Device(self._index):
+            event = self._cupy.cuda.Event()
+            event.record()
+        return event
+
     def start(self) -> None:
-        self._start = self._cupy.cuda.Event()
-        self._start.record()
+        self._start = self._record()
 
     def stop(self) -> None:
-        end = self._cupy.cuda.Event()
-        end.record()
-        self._pairs.append((self._start, end))
+        self._pairs.append((self._start, self._record()))
 
     def drain(self) -> list[float]:
+        """Seconds of each interval since the last drain (waits for the last event)."""
         if not self._pairs:
             return []
-        self._pairs[-1][1].synchronize()
-        get = self._cupy.cuda.get_elapsed_time
-        times = [get(a, b) / 1000.0 for a, b in self._pairs]
+        with self._cupy.cuda.Device(self._index):
+            self._pairs[-1][1].synchronize()
+            get = self._cupy.cuda.get_elapsed_time  # milliseconds
+            times = [get(a, b) / 1000.0 for a, b in self._pairs]
         self._pairs = []
         return times
 
@@ -165,16 +248,22 @@ def describe() -> list[dict[str, Any]]:
     return gpus
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | None]:
+    """CuPy's version, the CUDA runtime it was built with, and the driver's CUDA version.
+
+    Without a driver CUDA reports version 0; that is said as ``None`` with the reason in
+    ``cuda_driver_problem``, not as "0.0".
+    """
     cupy, _ = _import()
     if cupy is None:
         return {}
-    out = {"cupy": cupy.__version__}
-    try:
-        out["cuda_runtime"] = _cuda_version(cupy.cuda.runtime.runtimeGetVersion())
-        out["cuda_driver"] = _cuda_version(cupy.cuda.runtime.driverGetVersion())
-    except Exception as exc:  # no driver: the versions are unknowable, say why
-        out["cuda"] = f"unavailable ({_short(exc)})"
+    out: dict[str, str | None] = {"cupy": cupy.__version__}
+    runtime, driver = _runtime_version(cupy), _driver_version(cupy)
+    out["cuda_runtime"] = _cuda_version(runtime) if runtime else None
+    out["cuda_driver"] = _cuda_version(driver) if driver else None
+    if not driver:
+        _, why = _count()
+        out["cuda_driver_problem"] = why or NO_DRIVER
     return out
 
 

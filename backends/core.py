@@ -87,8 +87,8 @@ class Backend:
         """Copy host data (NumPy arrays, lists, scalars) onto this device."""
         if self.name == "numpy":
             return np.asarray(x, dtype=None if dtype is None else self.resolve_dtype(dtype))
-        if self.name == "cupy":
-            return self.xp.asarray(x, dtype=None if dtype is None else self.resolve_dtype(dtype))
+        if self.name == "cupy":  # on this device, whichever one is current
+            return _cuda.asarray(self._gpu, x, None if dtype is None else self.resolve_dtype(dtype))
         if not isinstance(x, self.xp._array_object.Array):
             x = np.asarray(x)
         return self.xp.asarray(
@@ -101,7 +101,7 @@ class Backend:
         if self.name == "numpy":
             return np.asarray(x)
         if self.name == "cupy":
-            return x.get()
+            return _cuda.to_host(x)
         return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
 
     def owns(self, x: Any) -> bool:
@@ -109,7 +109,7 @@ class Backend:
         if self.name == "numpy":
             return isinstance(x, (np.ndarray, np.generic))  # reductions return NumPy scalars
         if self.name == "cupy":
-            return isinstance(x, self.xp.ndarray) and _cuda.device_index(x) == _index(self.device)
+            return isinstance(x, self.xp.ndarray) and _cuda.device_index(x) == self._gpu
         return isinstance(x, self.xp._array_object.Array) and x.device == self.array_device
 
     def check(self, x: Any, what: str) -> None:
@@ -134,14 +134,14 @@ class Backend:
     def memory_free(self) -> int:
         """Bytes a new allocation can take on this device: GPU memory, or the host's."""
         if self.name == "cupy":
-            return _cuda.memory_free(_index(self.device) or 0)
+            return _cuda.memory_free(self._gpu)
         return host_memory_free()
 
     # -- time -----------------------------------------------------------------
     def synchronize(self) -> None:
         """Wait until all queued work on the device is done (no-op on CPU)."""
         if self.name == "cupy":
-            _cuda.synchronize()
+            _cuda.synchronize(self._gpu)
 
     def time(self, fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> np.ndarray:
         """Seconds per call of ``fn``: warm-up first, then ``repeat`` timed calls.
@@ -163,12 +163,18 @@ class Backend:
     def interval_timer(self) -> IntervalTimer:
         """A timer for many short intervals that never stalls the device between them.
 
-        On CUDA each interval is a pair of events on the stream, read back by ``drain``;
-        on CPU it is the wall clock (the work is done when the call returns).
+        On CUDA each interval is a pair of events on the device's stream, read back by
+        ``drain``: GPU time between them, which includes any time the GPU sat idle waiting
+        for the host to launch work. On CPU it is the wall clock (the work is done when the
+        call returns).
         """
         if self.name == "cupy":
-            return _cuda.EventTimer()
+            return _cuda.EventTimer(self._gpu)
         return _HostTimer()
+
+    @property
+    def _gpu(self) -> int:
+        return _index(self.device) or 0
 
     def __str__(self) -> str:
         return f"{self.device} ({self.name})"
@@ -232,6 +238,9 @@ def _index(device: str) -> int | None:
 def _describe(x: Any) -> str:
     if isinstance(x, np.ndarray):
         return "a NumPy array on the host"
+    gpu = _cuda.array_device(x)
+    if gpu is not None:
+        return f"a CuPy array on cuda:{gpu.id}"
     if hasattr(x, "__array_namespace__"):
         try:
             return f"an array on {array_api_compat.device(x)}"
@@ -274,8 +283,10 @@ def get_backend(device: str | Backend | None = None, dtype: Any = None) -> Backe
 
     ``device`` is "cpu"/"numpy", "cuda"/"gpu"/"cuda:N", "auto" or "strict"; ``None`` reads
     ``$NNX_DEVICE`` and falls back to "auto". "auto" picks CuPy only when it imports and a
-    device answers, and records why in ``backend.reason``. Asking for CUDA where there is
-    none raises :class:`BackendError` naming the cause; it never falls back to the CPU.
+    device answers, and records why in ``backend.reason``; "auto" and "cuda" mean cuda:0,
+    never "whichever device is current", and making a backend leaves the current device
+    alone. Asking for CUDA where there is none raises :class:`BackendError` naming the
+    cause; it never falls back to the CPU.
     """
     if isinstance(device, Backend):
         return _with_dtype(device, dtype)
@@ -292,7 +303,7 @@ def get_backend(device: str | Backend | None = None, dtype: Any = None) -> Backe
     problem = _cuda.problem(None)
     if problem:
         return _numpy_backend(dtype, f"auto chose the CPU: {problem}")
-    return _cupy_backend(None, dtype, "auto chose CUDA: CuPy imports and a GPU answers")
+    return _cupy_backend(None, dtype, "auto chose CUDA: CuPy imports and cuda:0 answers")
 
 
 def available(include_strict: bool = False) -> list[str]:
@@ -307,8 +318,7 @@ _NAMESPACE_BY_TYPE: dict[type, ModuleType] = {}
 
 
 def xp_of(x: Any) -> ModuleType:
-    """The array namespace of one array, cached by its type: cheap enough for a hot loop.
-    """
+    """The array namespace of one array, cached by its type: cheap enough for a hot loop."""
     try:
         return _NAMESPACE_BY_TYPE[type(x)]
     except KeyError:
@@ -325,6 +335,5 @@ def device_of(x: Any) -> Any:
 def device_scope(x: Any) -> contextlib.AbstractContextManager[Any]:
     """A ``with`` block in which the device of array ``x`` is current (see
     :meth:`Backend.scope`): for code that has an array but no backend."""
-    if _cuda.is_cupy_array(x):
-        return x.device
-    return contextlib.nullcontext()
+    gpu = _cuda.array_device(x)
+    return contextlib.nullcontext() if gpu is None else gpu

@@ -169,6 +169,7 @@ class MultiLayerNet:
         self.predict(x)
         return [(layer.x, layer.out) for layer in self.affines]
 
+    @_on_device
     def numerical_gradient(
         self, x: Array, t: Array, method: str = "vectorized", h: float = 1e-4
     ) -> dict[str, Array]:

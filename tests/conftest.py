@@ -1,27 +1,42 @@
-"""One test body, every backend: numpy and strict always, CuPy when a GPU answers."""
+"""One test body, every backend: numpy and strict always, CuPy when a GPU answers.
+
+The CUDA lanes are skipped with the real reason when no GPU works; ``NNX_REQUIRE_CUDA=1``
+(on a GPU machine) turns that skip into a failed run, so a broken driver cannot pass.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 import backends
+from backends import _cuda
 from tests.helpers import ROOT
 
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
 
-_CUDA = [d for d in backends.available() if d.startswith("cuda")]
+REQUIRE_CUDA = "NNX_REQUIRE_CUDA"  # "1": a CUDA lane that cannot run fails the run
 
-# (device, dtype): strict runs in both float widths; it stands in for a GPU on CPU.
+_CUDA = [d for d in backends.available() if d.startswith("cuda")]
+# Why the CUDA lanes cannot run, in the words a user would get: CuPy missing, no driver, ...
+NO_CUDA = "" if _CUDA else _cuda.problem(None) or "no CUDA device passes its self-test"
+
+# (device, dtype): every lane in both float widths; strict stands in for a GPU on CPU.
 _LANES = [("cpu", "float64"), ("strict", "float64"), ("strict", "float32")]
-_LANES += [(d, "float64") for d in _CUDA] or [("cuda", "float64")]
+_LANES += [(d, t) for d in _CUDA or ["cuda"] for t in ("float64", "float32")]
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get(REQUIRE_CUDA, "").strip() == "1" and NO_CUDA:
+        pytest.exit(f"{REQUIRE_CUDA}=1 but the CUDA lanes cannot run: {NO_CUDA}", returncode=1)
 
 
 def _lane(device: str, dtype: str):
     marks = []
     if device.startswith("cuda") and not _CUDA:
-        marks.append(pytest.mark.skip(reason="no CUDA device answers on this machine"))
+        marks.append(pytest.mark.skip(reason=f"no CUDA lane: {NO_CUDA}"))
     name = {"cpu": "numpy"}.get(device, device.replace(":", ""))
     return pytest.param((device, dtype), id=f"{name}-{dtype}", marks=marks)
 
