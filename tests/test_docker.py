@@ -206,6 +206,9 @@ def test_cuda_image_installs_the_gpu_extra_and_refuses_the_cpu():
     extras = set(metadata.metadata("nnx").get_all("Provides-Extra") or [])
     assert {"cuda12", "cuda13"} <= extras
     assert f"cuda{build_args(cuda)['CUDA_MAJOR']}" in extras
+    # CuPy's compiled kernels persist in the cache volume across `docker run --rm`.
+    volumes = json.loads(args_of(cuda, "VOLUME")[-1])
+    assert any(env["CUPY_CACHE_DIR"].startswith(v + "/") for v in volumes), env
 
 
 # -- compose --------------------------------------------------------------------------------
