@@ -1,13 +1,15 @@
-"""Time one backprop step of nnx against a fused NumPy step, the book's layers and PyTorch,
-then the full numerical gradient: vectorised against the book's one-coordinate loop.
+"""Time one backprop step of nnx beside a fused NumPy step, the book's layers and PyTorch,
+and the numerical gradients: ``nnx bench`` on the CPU (``--device cpu`` unless given).
 
-The program lives in ``nnx/bench_backprop.py``; ``--help`` lists the flags.
-Example: ``python scripts/bench_backprop.py --out benchmarks/cpu``.
+Example: ``python scripts/bench_backprop.py --full-loop --out benchmarks/cpu``.
 """
 
 import sys
 
-from nnx.bench.backprop import main
+from nnx.bench.gradients import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="bench_backprop.py"))
+    argv = sys.argv[1:]
+    if not any(a == "--device" or a.startswith("--device=") for a in argv):
+        argv = ["--device", "cpu", *argv]
+    sys.exit(main(argv, prog="bench_backprop.py"))

@@ -1,6 +1,6 @@
 """Time backprop, the vectorised numerical gradient and the book's loop on every device.
 
-The same program as ``nnx bench`` (see ``nnx/bench.py``); ``--help`` lists the flags.
+The same program as ``nnx bench`` (``nnx/bench/gradients.py``); ``--help`` lists the flags.
 Example: ``python scripts/bench_gradients.py --device cpu --sweep --out runs/bench``.
 """
 

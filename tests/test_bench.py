@@ -25,7 +25,7 @@ from nnx.bench.cases import (
 )
 from nnx.bench.refs import BookStyleNet, fused_step
 from nnx.bench.sweep import GiB, check_memory, crossovers, grid
-from nnx.bench.timing import Case, ratio, run_interleaved, summarize
+from nnx.bench.timing import Case, Row, Stats, ratio, run_interleaved
 from nnx.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +53,17 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def positive_stats(m: dict) -> None:
-    assert m["n"] >= 1
-    for key in ("median_s", "q1_s", "q3_s", "min_s", "max_s"):
+    """``m``: a row of the JSON (its stats) or stats themselves."""
+    m = m.get("stats", m)
+    assert m["n"] >= 1 and len(m["times"]) == m["n"]
+    for key in ("median", "q1", "q3", "min", "max"):
         assert m[key] > 0 and math.isfinite(m[key]), key
-    assert m["min_s"] <= m["q1_s"] <= m["median_s"] <= m["q3_s"] <= m["max_s"]
+    assert m["min"] <= m["q1"] <= m["median"] <= m["q3"] <= m["max"]
+
+
+def by_method(rows: list[dict], device: str) -> dict[str, dict]:
+    """The JSON rows of one device, keyed by method."""
+    return {r["method"]: r for r in rows if r["device"] == device}
 
 
 # -- arithmetic ---------------------------------------------------------------------------
@@ -93,24 +100,34 @@ def test_sample_is_proportional_covers_every_parameter_and_is_seeded():
 
 
 def test_summary_and_ratios():
-    s = summarize([3.0, 1.0, 2.0, 4.0, 5.0])
-    assert (s["median_s"], s["min_s"], s["max_s"], s["n"]) == (3.0, 1.0, 5.0, 5)
-    assert (s["q1_s"], s["q3_s"]) == (2.0, 4.0)
-    r = ratio(summarize([6.0, 6.0]), summarize([2.0, 3.0]))
-    assert r["ratio"] == pytest.approx(6 / 2.5) and r["range"] == "quartiles"
-    assert r["low"] <= r["ratio"] <= r["high"]
+    s = Stats.of([3.0, 1.0, 2.0, 4.0, 5.0])
+    assert (s.median, s.min, s.max, s.n) == (3.0, 1.0, 5.0, 5)
+    assert (s.q1, s.q3) == (2.0, 4.0) and s.times == [3.0, 1.0, 2.0, 4.0, 5.0]
+    r = ratio(Stats.of([6.0, 6.0]), Stats.of([2.0, 3.0]))
+    assert r.value == pytest.approx(6 / 2.5) and r.range == "quartiles"
+    assert r.low <= r.value <= r.high
+    with pytest.raises(ValueError, match="no timings"):
+        Stats.of([])
 
 
 def test_interleaved_rounds_pair_up_for_ratios():
     be = get_backend("cpu")
-    slow, fast = Case("slow", lambda: sum(range(2000)), be), Case("fast", lambda: None, be)
-    run_interleaved([slow, fast], repeat=6, warmup=1, rounds=3)
-    assert [len(r) for r in slow.rounds] == [2, 2, 2] and len(fast.times) == 6
-    r = ratio(slow.summary(), fast.summary())
-    assert r["range"] == "per-round" and r["low"] <= r["high"]
-    other = Case("other", lambda: None, be)
-    run_interleaved([other], repeat=6, warmup=0, rounds=3)
-    assert ratio(slow.summary(), other.summary())["range"] == "quartiles"  # different runs
+    calls = []
+    slow = Case.on(be, lambda: calls.append("slow") or sum(range(20000)))
+    fast = Case.on(be, lambda: calls.append("fast"))
+    heard = []
+    s_slow, s_fast = run_interleaved([slow, fast], repeat=6, warmup=1, rounds=3,
+                                     after=lambda i, t: heard.append((i, len(t))))
+    assert heard == [(0, 2), (1, 2)] * 3  # the cases took turns, two calls a round
+    assert calls[:2] == ["slow", "fast"]  # warm-up first, then a settling call per round
+    assert len(s_slow.round_medians) == 3 and s_fast.n == 6 and s_slow.run == s_fast.run
+    r = ratio(s_slow, s_fast)
+    assert r.range == "per-round" and r.low <= r.high and r.value > 1
+    per_round = [a / b for a, b in zip(s_slow.round_medians, s_fast.round_medians, strict=True)]
+    assert (r.low, r.high) == (min(per_round), max(per_round))
+    (other,) = run_interleaved([Case.on(be, lambda: None)], repeat=6, warmup=0, rounds=3)
+    assert other.run != s_slow.run
+    assert ratio(s_slow, other).range == "quartiles"  # different runs never pair up
 
 
 def test_grid_spans_one_three_ten_steps():
@@ -127,17 +144,24 @@ def test_memory_check_refuses_with_the_estimate():
         check_memory([cpu], [(100, 50), (1000000, 50)], host_free=lambda: 4 * GiB)
 
 
-def test_crossover_is_where_the_gpu_stays_faster():
-    def row(b, cpu, gpu):
-        return {"batch": b, "backprop": {"cpu": {"median_s": cpu}, "cuda:0": {"median_s": gpu}},
-                "numerical_vectorized": {"cpu": {"median_s": cpu}, "cuda:0": {"skipped": "x"}}}
+def sweep_rows(b: int, cpu: float, gpu: float) -> list[Row]:
+    where = {"axis": "batch", "batch": b, "hidden": 50}
+    return [Row("cpu", "backprop", "", Stats.of([cpu]), extra=where),
+            Row("cuda:0", "backprop", "", Stats.of([gpu]), extra=where),
+            Row("cpu", "numerical_vectorized", "", Stats.of([cpu]), extra=where),
+            Row("cuda:0", "numerical_vectorized", "", note="x", extra=where)]
 
-    rows = [row(10, 1, 5), row(100, 2, 1), row(1000, 3, 4), row(10000, 9, 2)]
-    c = crossovers(rows, "batch")
-    assert c["backprop"]["cuda:0"]["from"] == 10000
-    assert c["numerical_vectorized"]["cuda:0"]["from"] is None
-    assert crossovers([row(10, 2, 1)], "batch")["backprop"]["cuda:0"]["text"].startswith(
-        "GPU faster at every")
+
+def test_crossover_is_where_the_gpu_stays_faster():
+    rows = [r for p in ((10, 1, 5), (100, 2, 1), (1000, 3, 4), (10000, 9, 2))
+            for r in sweep_rows(*p)]
+    c = {(x["method"], x["gpu"]): x for x in crossovers(rows, "batch")}
+    assert c["backprop", "cuda:0"]["from"] == 10000
+    assert c["numerical_vectorized", "cuda:0"]["from"] is None  # skipped on the GPU
+    assert c["numerical_vectorized", "cuda:0"]["text"] == "no point measured on both devices"
+    assert crossovers(rows, "hidden") == []
+    one = crossovers(sweep_rows(10, 2, 1), "batch")[0]
+    assert one["method"] == "backprop" and one["text"].startswith("GPU faster at every")
 
 
 # -- the reference implementations ---------------------------------------------------------
@@ -173,19 +197,25 @@ def test_synthetic_batch_is_deterministic_and_mnist_sparse():
 # -- the programs ------------------------------------------------------------------------
 def check_gradients_json(path: Path, devices: list[str]) -> dict:
     data = json.loads(path.read_text())
-    for key in ("schema", "date", "machine", "config", "data", "devices", "gpu_vs_cpu"):
+    for key in ("schema", "date", "machine", "config", "data", "devices", "rows", "checks",
+                "gpu_vs_cpu"):
         assert key in data
+    assert data["schema"] == "nnx-bench-gradients/2"
     assert data["machine"]["cpu"] and data["config"]["batch"] == 100
     assert list(data["devices"]) == devices
-    for d in data["devices"].values():
-        m = d["methods"]
+    for device in devices:
+        m = by_method(data["rows"], device)
         for key in ("backprop", "numerical_vectorized", "numerical_loop"):
             positive_stats(m[key])
-        assert m["numerical_loop"]["extrapolated"] and m["numerical_loop"]["sample"] == 8
-        assert "extrapolated from 8 of 39,760" in m["numerical_loop"]["label"]
+        loop = m["numerical_loop"]
+        assert loop["extra"]["extrapolated"] and loop["extra"]["sample"] == 8
+        assert "extrapolated from 8 of 39,760" in loop["label"]
+        assert loop["extra"]["max_abs_diff_vs_vectorized"] < 1e-6
         peer = m["peer_torch"]
-        assert "median_s" in peer or peer["status"]
-        assert d["ratios"]["numerical_loop/backprop"]["ratio"] > 0
+        assert peer["stats"] or peer["note"]
+        assert loop["vs"]["value"] > 1 and m["backprop"]["vs"]["value"] == 1
+        speedup = [c for c in data["checks"] if c["device"] == device and "speedup" in c["what"]]
+        assert len(speedup) == 1 and speedup[0]["met"] is (speedup[0]["ratio"]["value"] >= 20)
     return data
 
 
@@ -196,12 +226,18 @@ def test_bench_gradients_script_on_cpu_and_strict_with_a_sweep(tmp_path):
     assert "vs backprop" in stdout and "extrapolated from 8 of 39,760 coords" in stdout
     assert "synthetic" in stdout and "crossover" in stdout
     data = check_gradients_json(out / "gradients.json", ["cpu", "strict"])
-    axes = data["sweep"]["axes"]
-    assert [p["batch"] for p in axes["batch"]["points"]] == [10, 20]
-    assert [p["hidden"] for p in axes["hidden"]["points"]] == [10, 20]
-    for p in axes["batch"]["points"] + axes["hidden"]["points"]:
+    assert "ref_fused" in by_method(data["rows"], "cpu")
+    assert "ref_fused" not in by_method(data["rows"], "strict")  # the references are NumPy's
+    sweep = data["sweep"]
+    assert sweep["axes"] == ["batch", "hidden"]
+    for axis, fixed in (("batch", "hidden"), ("hidden", "batch")):
         for device in ("cpu", "strict"):
-            positive_stats(p["backprop"][device])
+            rows = [r for r in sweep["rows"] if r["extra"]["axis"] == axis
+                    and r["device"] == device and r["method"] == "backprop"]
+            assert [r["extra"][axis] for r in rows] == [10, 20]
+            assert {r["extra"][fixed] for r in rows} == {50 if fixed == "hidden" else 100}
+            for r in rows:
+                positive_stats(r)
     assert "| device | method |" in (out / "gradients.md").read_text()
     for name in ("gradients.png", "sweep_batch.png", "sweep_hidden.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -209,13 +245,17 @@ def test_bench_gradients_script_on_cpu_and_strict_with_a_sweep(tmp_path):
 
 
 def test_python_m_nnx_bench_full_loop_on_cpu(tmp_path):
-    stdout = ok(run("-m", "nnx.bench", "--device", "cpu", *TINY, "--no-peer", "--hidden", "5",
-                    "--full-loop", "--out", str(tmp_path)))
+    stdout = ok(run("-m", "nnx.bench", "--device", "cpu", *TINY, "--no-peer", "--no-refs",
+                    "--hidden", "5", "--full-loop", "--out", str(tmp_path)))
     assert "all 3,985 coords, 1 run" in stdout
     data = json.loads((tmp_path / "gradients.json").read_text())
-    m = data["devices"]["cpu"]["methods"]
+    assert data["command"].startswith("python -m nnx.bench --device cpu")
+    m = by_method(data["rows"], "cpu")
     positive_stats(m["numerical_loop_full"])
-    assert m["peer_torch"]["status"] == "skipped (--no-peer)" or "median_s" not in m["peer_torch"]
+    assert m["peer_torch"]["note"] == "skipped (--no-peer)" and m["peer_torch"]["stats"] is None
+    assert "ref_fused" not in m  # --no-refs
+    (speedup,) = [c for c in data["checks"] if "speedup" in c["what"]]
+    assert "numerical_loop_full" in speedup["what"]  # the full loop, when it ran
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA device answers on this machine")
@@ -242,27 +282,34 @@ def test_unwritable_out_is_refused_before_any_timing(tmp_path, program):
     assert "cannot write to output directory" in line and str(blocker) in line
 
 
-def test_bench_backprop_script(tmp_path):
+def test_bench_backprop_script_is_nnx_bench_on_the_cpu_with_the_references(tmp_path):
     stdout = ok(run("scripts/bench_backprop.py", "--repeat", "4", "--rounds", "2", "--warmup",
                     "1", "--numerical-repeat", "1", "--loop-sample", "8", "--quiet",
                     "--out", str(tmp_path)))
-    for words in ("fused NumPy step (reference", "nnx net.gradient(x, t)",
-                  "book-style layers (reference", "speedup of vectorised over the loop",
-                  "extrapolated from 8 of 39,760"):
+    for words in ("ref: fused NumPy step (written", "backprop (net.gradient)",
+                  "ref: book-style layers, one-hot labels", "speedup of vectorised over the loop",
+                  "backprop (nnx net.gradient) / fused NumPy step: ",
+                  "target: nnx backprop within 1.15x of the fused step: ",
+                  "target: vectorised numerical gradient at least 20x faster than the loop: ",
+                  "gradients agree with nnx backprop", "extrapolated from 8 of 39,760"):
         assert words in stdout
-    data = json.loads((tmp_path / "backprop.json").read_text())
-    cases = data["backprop"]["cases"]
-    for key in ("fused", "nnx", "book"):
-        positive_stats(cases[key])
-        assert cases[key]["vs_fused"]["ratio"] > 0
-    for key in ("nnx", "book"):
-        assert cases[key]["max_abs_diff_vs_fused"] < 1e-12
-    assert "torch" in cases or data["backprop"]["torch"]
-    num = data["numerical"]
-    positive_stats(num["vectorized"])
-    positive_stats(num["loop"])
-    assert num["speedup"]["ratio"] > 0 and num["max_abs_diff_on_sample"] < 1e-6
-    assert (tmp_path / "backprop.md").read_text().startswith("# Backprop")
+    data = check_gradients_json(tmp_path / "gradients.json", ["cpu"])
+    m = by_method(data["rows"], "cpu")
+    for key in ("ref_fused", "ref_book"):
+        positive_stats(m[key])
+        assert m[key]["vs"]["value"] > 0 and m[key]["extra"]["max_abs_diff_vs_nnx"] < 1e-12
+        assert m[key]["stats"]["run"] == m["backprop"]["stats"]["run"]  # timed side by side
+    if m["peer_torch"]["stats"]:
+        assert m["peer_torch"]["extra"]["max_abs_diff_vs_nnx"] < 1e-12
+    (target,) = [c for c in data["checks"] if "fused" in c["what"]]
+    r = target["ratio"]
+    assert r["range"] == "per-round" and 0 < r["low"] <= r["high"]
+    assert r["value"] == pytest.approx(m["backprop"]["stats"]["median"]
+                                       / m["ref_fused"]["stats"]["median"])
+    assert target["met"] is (r["value"] <= 1.15)
+    assert (tmp_path / "gradients.md").read_text().startswith("# Gradient timings")
+    help_text = ok(run("scripts/bench_backprop.py", "--help"))
+    assert "--no-peer" in help_text and "--rounds" in help_text
 
 
 def test_peer_without_torch_says_not_installed(monkeypatch):
@@ -285,13 +332,29 @@ def test_bench_module_is_a_cli_subcommand():
     assert [be.device for be in bench.resolve_devices(args.device, "float64")] == [
         "cpu", "strict"]
     assert args.loop_sample == 400 and args.out == Path("runs/bench")
+    assert parser.parse_args(["--no-torch"]).no_peer  # bench_backprop.py's old spelling
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--batch", "x"])
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--repeat", "0", "--repeat must be a positive integer, got 0"),
+    ("--loop-sample", "-5", "--loop-sample must be a positive integer, got -5"),
+    ("--max-seconds", "0", "--max-seconds must be a positive finite number, got 0.0"),
+    ("--seed", "-1", "--seed must be a non-negative integer, got -1")])
+def test_bad_flags_are_one_sentence_before_any_timing(tmp_path, flag, value, words):
+    line = one_line_error(run("-m", "nnx.bench", "--device", "cpu", *TINY, flag, value,
+                              "--out", str(tmp_path / "x")))
+    assert line == f"python -m nnx.bench: error: {words}"
+    assert not (tmp_path / "x").exists()
 
 
 def test_nnx_bench_runs_the_same_program(tmp_path):
     stdout = ok(run("-m", "nnx.cli", "bench", "--device", "cpu", *TINY, "--no-peer",
                     "--hidden", "5", "--out", str(tmp_path)))
     assert "numerical, vectorised" in stdout and "extrapolated from" in stdout
-    assert json.loads((tmp_path / "gradients.json").read_text())["devices"]["cpu"]
+    assert "target: nnx backprop within 1.15x of the fused step" in stdout
+    assert by_method(json.loads((tmp_path / "gradients.json").read_text())["rows"], "cpu")
     line = one_line_error(run("-m", "nnx.cli", "bench", "--device", "tpu", *TINY,
                               "--out", str(tmp_path / "x")))
     assert line.startswith("nnx bench: error: unknown device 'tpu'")
@@ -303,54 +366,71 @@ def test_gpu_reports_render_without_a_gpu(tmp_path):
     from nnx.bench import gradients as bench
     from nnx.bench import report as bench_report
 
-    def stats(median, label):
-        return {"label": label, **summarize([median * 0.9, median, median * 1.2])}
+    def stats(median):
+        return Stats.of([median * 0.9, median, median * 1.2])
 
-    devices = {
-        d: {"description": d, "methods": {
-            "backprop": stats(b, "backprop (net.gradient)"),
-            "numerical_vectorized": stats(n, "numerical, vectorised"),
-            "peer_torch": {"label": "peer: PyTorch autograd", "status": "not installed"}}}
-        for d, b, n in (("cpu", 3e-4, 0.1), ("cuda:0", 1e-4, 0.01))
-    }
-    gpu_vs_cpu = bench._gpu_vs_cpu(devices)
-    assert gpu_vs_cpu["cuda:0"]["backprop"]["ratio"] == pytest.approx(3.0)
-    rows = [{"batch": b, "hidden": 50,
-             "backprop": {"cpu": stats(b * 1e-5, "b"), "cuda:0": stats(3e-4 + b * 1e-7, "b")},
-             "numerical_vectorized": {"cpu": stats(b * 1e-3, "n"), "cuda:0": {"skipped": "s"}}}
-            for b in (10, 100, 1000)]
+    rows = [r for d, b, n in (("cpu", 3e-4, 0.1), ("cuda:0", 1e-4, 0.01)) for r in (
+        Row(d, "backprop", "backprop (net.gradient)", stats(b)),
+        Row(d, "numerical_vectorized", "numerical, vectorised", stats(n)),
+        Row(d, "peer_torch", "peer: PyTorch autograd", note="not installed"))]
+    gpu_vs_cpu = bench.gpu_vs_cpu(rows)
+    assert [(k.device, k.what) for k in gpu_vs_cpu] == [
+        ("cuda:0", "backprop (net.gradient)"), ("cuda:0", "numerical, vectorised")]
+    assert gpu_vs_cpu[0].ratio.value == pytest.approx(3.0)
+    sweep = []
+    for b in (10, 100, 1000):
+        where = {"axis": "batch", "batch": b, "hidden": 50}
+        sweep += [Row("cpu", "backprop", "batch", stats(b * 1e-5), extra=where),
+                  Row("cuda:0", "backprop", "batch", stats(3e-4 + b * 1e-7), extra=where),
+                  Row("cpu", "numerical_vectorized", "batch", stats(b * 1e-3), extra=where),
+                  Row("cuda:0", "numerical_vectorized", "batch", note="s", extra=where)]
     result = {
         "config": {"sizes": [784, 50, 10], "activation": "relu", "batch": 100,
                    "dtype": "float64"},
         "data": "synthetic", "date": "today", "command": "nnx bench",
         "load_average": {"start": [0.1], "end": [0.2]}, "other_cpu": {"measurement": 0.0},
-        "devices": devices, "gpu_vs_cpu": gpu_vs_cpu,
-        "sweep": {"axes": {"batch": {"points": rows, "crossover": crossovers(rows, "batch")}}},
+        "devices": {"cpu": {"description": "cpu"}, "cuda:0": {"description": "cuda:0"}},
+        "rows": rows, "checks": [], "gpu_vs_cpu": gpu_vs_cpu,
+        "sweep": {"axes": ["batch"], "rows": sweep, "crossover": crossovers(sweep, "batch")},
     }
-    assert result["sweep"]["axes"]["batch"]["crossover"]["backprop"]["cuda:0"]["from"] == 100
-    text = bench_report.render_text(result)
+    backprop = [x for x in result["sweep"]["crossover"] if x["method"] == "backprop"]
+    assert backprop[0]["from"] == 100
+    text = bench_report.render(result)
     assert "CPU time / GPU time" in text and "GPU faster from batch=100 on" in text
     assert "3x" in text and "not installed" in text
     bench.save(result, text, tmp_path)
     assert (tmp_path / "sweep_batch.png").stat().st_size > 0
     assert "## GPU vs CPU" in (tmp_path / "gradients.md").read_text()
+    saved = json.loads((tmp_path / "gradients.json").read_text())
+    assert saved["gpu_vs_cpu"][0]["ratio"]["value"] == pytest.approx(3.0)
+    assert saved["sweep"]["rows"][0]["stats"]["median"] == pytest.approx(1e-4)
 
 
 def test_bench_training_script(tmp_path, mnist_dir):
     stdout = ok(run("scripts/bench_training.py", "--data-dir", str(mnist_dir), "--iters", "700",
-                    "--repeat", "1", "--out", str(tmp_path)))
+                    "--repeat", "2", "--out", str(tmp_path)))
     assert "| nnx (cpu) |" in stdout and "| book-style loop (NumPy) |" in stdout
+    assert stdout.count("run 2/2  ") == 3
     data = json.loads((tmp_path / "bench_training.json").read_text())
-    rows = data["contenders"]
+    assert data["schema"] == "nnx-bench-training/2"
+    rows = {r["label"]: r for r in data["rows"]}
     assert set(rows) == {"nnx (cpu)", "book-style loop (NumPy)", "fused NumPy loop"}
     for row in rows.values():
-        assert row["median"] > 0 and math.isfinite(row["median"])
+        positive_stats(row)
+        assert row["stats"]["n"] == 2 and row["vs"]["range"] == "per-round"
+        assert row["vs"]["value"] == pytest.approx(
+            row["stats"]["median"] / rows["nnx (cpu)"]["stats"]["median"])
         # 700 iterations of SGD reach ~90% on MNIST whichever code runs them (a known
         # figure of the book's run after one epoch); a broken contender stays near 10%.
-        assert row["test_acc"][0] > 0.85
-    line = one_line_error(run("scripts/bench_training.py", "--data-dir", str(mnist_dir),
-                              "--iters", "0", "--out", str(tmp_path / "x")))
-    assert "--iters" in line and not (tmp_path / "x").exists()
+        assert len(row["extra"]["test_acc"]) == 2 and min(row["extra"]["test_acc"]) > 0.85
+    assert (tmp_path / "bench_training.md").read_text().startswith("# The book's training run")
+    for flag, value in (("--iters", "0"), ("--repeat", "-2"), ("--seed", "-1")):
+        line = one_line_error(run("scripts/bench_training.py", "--data-dir", str(mnist_dir),
+                                  flag, value, "--out", str(tmp_path / "x")))
+        assert line.startswith(f"bench_training.py: error: {flag} must be a non-negative"
+                               if flag == "--seed" else
+                               f"bench_training.py: error: {flag} must be a positive integer")
+        assert not (tmp_path / "x").exists()
 
 
 def test_running_out_of_memory_is_one_line_with_the_size(capsys):

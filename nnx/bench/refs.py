@@ -1,22 +1,19 @@
-"""Reference implementations written for the backprop comparison (NumPy, CPU only).
+"""Reference implementations to time nnx against (NumPy, CPU only; not part of nnx).
 
-Neither is part of nnx; both exist so that nnx's ``net.gradient`` can be timed against
-something outside it:
-
-- :func:`fused_step` -- forward and backward of the two-layer ReLU net in a dozen
-  NumPy lines, nothing cached that is not needed, in-place where safe: about as fast
-  as plain NumPy gets, the floor to compare with;
-- :class:`BookStyleNet` -- the book's chapter 5 net re-written here with ``np``
-  directly, doing the same operations as the book's code so that it costs what the
-  book's code costs: layers in an ``OrderedDict``, a ReLU that masks in place, an
-  Affine that reshapes and computes ``dx`` in every layer (the first included), the
-  book's softmax over the transpose, and the cross-entropy of the probabilities with
-  ``log(y + 1e-7)`` after turning one-hot labels back into indices.
+- :func:`fused_step`: forward and backward of the two-layer ReLU net in a dozen NumPy
+  lines, nothing cached that is not needed, in place where safe: the floor to compare with;
+- :class:`BookStyleNet`: the book's chapter 5 net doing the book's operations, so that it
+  costs what the book's code costs: layers in an ``OrderedDict``, a ReLU that masks in
+  place, an Affine that reshapes and computes ``dx`` in every layer, the book's softmax
+  over the transpose, the cross-entropy with ``log(y + 1e-7)`` of one-hot labels;
+- :func:`book_training`, :func:`fused_training`: the book's ``train_neuralnet.py`` (SGD,
+  lr 0.1, batches of 100, accuracy on both sets once per epoch) with each.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +22,7 @@ def fused_step(
     W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray, x: np.ndarray, t: np.ndarray
 ) -> tuple[float, dict[str, np.ndarray]]:
     """Loss and gradients of Affine-ReLU-Affine-softmax-cross-entropy, labels ``t`` (N,)."""
-    n = x.shape[0]
-    rows = np.arange(n)
+    n, rows = x.shape[0], np.arange(x.shape[0])
     a1 = x @ W1
     a1 += b1
     z1 = np.maximum(a1, 0.0)
@@ -73,25 +69,16 @@ class _Affine:
         return dx.reshape(*self.original_x_shape)
 
 
-def _book_softmax(x: np.ndarray) -> np.ndarray:
-    # The book works on the transpose so that the shift broadcasts, and takes exp twice.
-    x = x.T
-    x = x - np.max(x, axis=0)
-    return (np.exp(x) / np.sum(np.exp(x), axis=0)).T
-
-
-def _book_cross_entropy(y: np.ndarray, t: np.ndarray) -> float:
-    if t.size == y.size:  # one-hot rows: back to class indices
-        t = t.argmax(axis=1)
-    n = y.shape[0]
-    return -np.sum(np.log(y[np.arange(n), t] + 1e-7)) / n
-
-
 class _SoftmaxWithLoss:
     def forward(self, x: np.ndarray, t: np.ndarray) -> float:
         self.t = t
-        self.y = _book_softmax(x)
-        self.loss = _book_cross_entropy(self.y, t)
+        x = x.T  # the book's softmax: on the transpose so that the shift broadcasts
+        x = x - np.max(x, axis=0)
+        self.y = (np.exp(x) / np.sum(np.exp(x), axis=0)).T
+        if t.size == self.y.size:  # one-hot rows: back to class indices
+            t = t.argmax(axis=1)
+        n = self.y.shape[0]
+        self.loss = -np.sum(np.log(self.y[np.arange(n), t] + 1e-7)) / n
         return self.loss
 
     def backward(self, dout: float = 1.0) -> np.ndarray:
@@ -136,3 +123,57 @@ class BookStyleNet:
             dout = layer.backward(dout)
         a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
         return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+def init_params(seed: int, hidden: int = 50) -> dict[str, np.ndarray]:
+    """The book's initial weights, N(0, 0.01^2), and zero biases (784-hidden-10)."""
+    rng = np.random.default_rng(seed)
+    return {"W1": 0.01 * rng.standard_normal((784, hidden)), "b1": np.zeros(hidden),
+            "W2": 0.01 * rng.standard_normal((hidden, 10)), "b2": np.zeros(10)}
+
+
+def book_training(data: Any, iters: int, seed: int) -> float:
+    """The book's ``train_neuralnet.py``, its data as its loader returns them (float32
+    images, one-hot float64 labels); returns the last test accuracy."""
+    (x_train, t_train), (x_test, t_test) = data
+    t_train, t_test = np.eye(10)[t_train], np.eye(10)[t_test]
+    net = BookStyleNet(init_params(seed))
+    rng = np.random.default_rng(seed + 1)
+    train_size = x_train.shape[0]
+    iter_per_epoch = max(train_size / 100, 1)
+    for i in range(iters):
+        mask = rng.choice(train_size, 100)
+        x_batch, t_batch = x_train[mask], t_train[mask]
+        grad = net.gradient(x_batch, t_batch)
+        for key in ("W1", "b1", "W2", "b2"):
+            net.params[key] -= 0.1 * grad[key]
+        net.loss(x_batch, t_batch)  # the book records the loss after every update
+        if i % iter_per_epoch == 0:
+            net.accuracy(x_train, t_train)
+            test_acc = net.accuracy(x_test, t_test)
+    return float(test_acc)
+
+
+def fused_training(data: Any, iters: int, seed: int) -> float:
+    """The same job written for speed: images made float64 once, integer labels, the
+    fused step, feature-major accuracy once per epoch and at the end."""
+    (x_train, t_train), (x_test, t_test) = data
+    x_train, x_test = x_train.astype(np.float64), x_test.astype(np.float64)
+    p = init_params(seed)
+    rng = np.random.default_rng(seed + 1)
+    per_epoch = max(x_train.shape[0] // 100, 1)
+
+    def accuracy(x: np.ndarray, t: np.ndarray) -> float:
+        # Feature-major, as nnx evaluates: the BLAS runs W.T @ x.T faster than x @ W here.
+        y = p["W2"].T @ np.maximum(p["W1"].T @ x.T + p["b1"][:, None], 0.0) + p["b2"][:, None]
+        return float(np.mean(np.argmax(y, axis=0) == t))
+
+    for i in range(iters):
+        mask = rng.integers(0, x_train.shape[0], 100)
+        grads = fused_step(**p, x=x_train[mask], t=t_train[mask])[1]
+        for key in ("W1", "b1", "W2", "b2"):
+            p[key] -= 0.1 * grads[key]
+        if (i + 1) % per_epoch == 0 or i + 1 == iters:
+            accuracy(x_train, t_train)
+            test_acc = accuracy(x_test, t_test)
+    return test_acc

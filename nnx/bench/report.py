@@ -1,28 +1,35 @@
-"""Reporting the benchmarks: a text table, Markdown and log-scale PNG charts.
+"""One report pipeline for the benchmarks: :class:`~nnx.bench.timing.Row` s to text and
+Markdown tables, JSON (``dataclasses.asdict``) and log-scale PNG charts.
 
-The programs write the files with :mod:`nnx.io` (atomically, never half a file);
-charts use matplotlib's ``Figure`` directly (the Agg canvas), never pyplot's global
-state, and are saved by :func:`nnx.plots.save_figure`.
+The programs write the files with :mod:`nnx.io` (atomically, never half a file); charts
+use matplotlib's ``Figure`` directly, never pyplot, saved by :func:`nnx.plots.save_figure`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnx.bench.timing import fmt_ratio, fmt_seconds, fmt_spread
+from nnx.bench.timing import Row, Stats, fmt_ratio, fmt_seconds
 from nnx.plots import figure, save_figure
 
-ORDER = ("backprop", "numerical_vectorized", "numerical_loop", "numerical_loop_full", "peer_torch")
+HEAD = ["device", "method", "median", "IQR (25-75%)", "n", "vs backprop", "range"]
+GPU_HEAD = ["GPU", "method", "CPU time / GPU time", "range"]
+SWEEP_HEAD = ["sweep", "batch", "hidden", "method", "device", "median", "IQR / note"]
+RANGES = ("range: per-round = the lowest and highest ratio of medians within one interleaved "
+          "round; quartiles = q1/q3 to q3/q1 of cases timed apart")
 
 
 def command_line() -> str:
     """The command that is running, as a user would type it again."""
     argv0 = Path(sys.argv[0])
-    if argv0.suffix == ".py" and argv0.parent.name == "nnx":
-        first = ["python", "-m", f"nnx.{argv0.stem}"]
+    if argv0.suffix == ".py" and "nnx" in argv0.parts[-3:-1]:  # python -m nnx...
+        mod = argv0.parts[argv0.parts.index("nnx", len(argv0.parts) - 3):-1] + (argv0.stem,)
+        first = ["python", "-m", ".".join(m for m in mod if m != "__main__")]
     elif argv0.suffix == ".py":
         first = ["python", sys.argv[0]]
     else:
@@ -30,27 +37,25 @@ def command_line() -> str:
     return shlex.join([*first, *sys.argv[1:]])
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every dataclass in it (rows, stats, checks) as a dict."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 # -- tables ------------------------------------------------------------------------------
-def rows(result: dict[str, Any]) -> list[list[str]]:
-    """[device, method, median, IQR, n, vs backprop] for every measured (or missing) method."""
-    out = []
-    for device, d in result["devices"].items():
-        base = d["methods"]["backprop"]
-        for key in ORDER:
-            m = d["methods"].get(key)
-            if m is None:
-                continue
-            if "median_s" not in m:
-                out.append([device, f"{m['label']} ({m.get('status', 'not measured')})",
-                            "-", "-", "-", "-"])
-                continue
-            vs = fmt_ratio(m["median_s"] / base["median_s"])
-            out.append([device, m["label"], fmt_seconds(m["median_s"]), fmt_spread(m),
-                        str(m["n"]), vs])
-    return out
-
-
-HEAD = ["device", "method", "median", "IQR (25-75%)", "n", "vs backprop"]
+def cells(row: Row) -> list[str]:
+    """[device, label, median, IQR, n, vs base, range]; dashes and the note if not measured."""
+    if row.stats is None:
+        return [row.device, f"{row.label} ({row.note or 'not measured'})", *"-----"]
+    s, v = row.stats, row.vs
+    vs = [fmt_ratio(v.value), v.span()] if v else ["-", "-"]
+    return [row.device, row.label, fmt_seconds(s.median), s.spread(), str(s.n), *vs]
 
 
 def text_table(table: list[list[str]], head: list[str]) -> str:
@@ -62,134 +67,102 @@ def text_table(table: list[list[str]], head: list[str]) -> str:
 def md_table(table: list[list[str]], head: list[str]) -> str:
     esc = lambda c: c.replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in table]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(esc(c) for c in r) + " |" for r in table])
 
 
-def gpu_rows(result: dict[str, Any]) -> list[list[str]]:
-    out = []
-    for gpu, methods in result.get("gpu_vs_cpu", {}).items():
-        for key, r in methods.items():
-            label = result["devices"][gpu]["methods"][key]["label"]
-            out.append([gpu, label, fmt_ratio(r["ratio"]),
-                        f"{fmt_ratio(r['low'])}–{fmt_ratio(r['high'])}"])
-    return out
-
-
-GPU_HEAD = ["GPU", "method", "CPU time / GPU time", "range"]
-
-
-def sweep_rows(result: dict[str, Any]) -> list[list[str]]:
-    out = []
-    sweep = result.get("sweep") or {"axes": {}}
-    for axis, a in sweep["axes"].items():
-        for p in a["points"]:
-            for method in ("backprop", "numerical_vectorized"):
-                for device, m in p[method].items():
-                    cell = fmt_seconds(m["median_s"]) if "median_s" in m else "skipped"
-                    spread = fmt_spread(m) if "median_s" in m else m["skipped"]
-                    out.append([axis, str(p["batch"]), str(p["hidden"]), method, device,
-                                cell, spread])
-    return out
-
-
-SWEEP_HEAD = ["sweep", "batch", "hidden", "method", "device", "median", "IQR / note"]
-
-
-def header_lines(result: dict[str, Any]) -> list[str]:
-    c = result["config"]
-    lines = [
-        f"net: {'-'.join(map(str, c['sizes']))}, {c['activation']}, batch {c['batch']}, "
-        f"{c['dtype']} (numerical gradients computed in float64)",
-        f"data: {result['data']}",
-    ]
-    for device, d in result["devices"].items():
-        lines.append(f"device {device}: {d['description']}")
-    load = result["load_average"]
-    others = ", ".join(f"{v:.0%} during the {k}" for k, v in result["other_cpu"].items()
-                       if v is not None) or "unknown"
-    lines.append(f"date: {result['date']}; 1-min load average {load['start'][0]:.2f} at start; "
-                 f"CPU used by other processes: {others}")
-    lines.append("timing: median and interquartile range of n calls after warm-up, interleaved "
-                 "across cases; device synchronised around each call")
-    measured = [m for d in result["devices"].values() for m in d["methods"].values()]
-    lines += noise_warnings(result["other_cpu"], measured)
-    return lines
-
-
-def noise_warnings(other_cpu: dict[str, float | None], measured: list[dict]) -> list[str]:
+def noise_warnings(other_cpu: dict[str, float | None], stats: Sequence[Stats]) -> list[str]:
     """Say so when other processes probably disturbed the figures."""
-    out = []
-    for phase, share in other_cpu.items():
-        if share is not None and share > 0.1:
-            out.append(f"warning: other processes used {share:.0%} of the machine's CPU time "
-                       f"during the {phase}: these figures are disturbed")
-    wide = [m for m in measured if m.get("n", 0) >= 4 and m["q3_s"] > 2 * m["q1_s"]]
+    out = [f"warning: other processes used {share:.0%} of the machine's CPU time during the "
+           f"{phase}: these figures are disturbed"
+           for phase, share in other_cpu.items() if share is not None and share > 0.1]
+    wide = [s for s in stats if s.n >= 4 and s.q3 > 2 * s.q1]
     if wide:
         out.append(f"warning: wide spread (75th percentile over twice the 25th) for {len(wide)} "
                    "row(s): timings were disturbed; rerun on an idle machine")
     return out
 
 
-def crossover_lines(result: dict[str, Any]) -> list[str]:
-    sweep = result.get("sweep")
-    if not sweep:
-        return []
-    lines = []
-    for axis, a in sweep["axes"].items():
-        for method, per_gpu in a["crossover"].items():
-            for gpu, c in per_gpu.items():
-                lines.append(f"crossover ({axis} sweep, {method}, {gpu} vs cpu): {c['text']}")
-    if not lines:
-        lines.append("crossover: no GPU measured, so no GPU/CPU crossover to report")
-    return lines
+def environment_lines(result: dict[str, Any]) -> list[str]:
+    """Date, load, other processes' CPU share, the command and any noise warnings."""
+    others = ", ".join(f"{v:.0%} during the {k}" for k, v in result["other_cpu"].items()
+                       if v is not None) or "unknown"
+    stats = [r.stats for r in result["rows"] if r.stats is not None]
+    return [f"date: {result['date']}; 1-min load average {result['load_average']['start'][0]:.2f}"
+            f" at start; CPU used by other processes: {others}",
+            f"command: {result['command']}", *noise_warnings(result["other_cpu"], stats)]
 
 
-def render_text(result: dict[str, Any]) -> str:
-    parts = ["\n".join(header_lines(result)), text_table(rows(result), HEAD)]
-    if result.get("gpu_vs_cpu"):
-        parts.append(text_table(gpu_rows(result), GPU_HEAD))
+def render(result: dict[str, Any], markdown: bool = False, charts: Sequence[str] = ()) -> str:
+    """The text (or Markdown) report of ``nnx bench``."""
+    table = md_table if markdown else text_table
+    lines: Callable[[list[str]], str] = lambda ls: "\n".join(  # noqa: E731
+        f"- {x}" if markdown else x for x in ls)
+    c = result["config"]
+    head = [f"net: {'-'.join(map(str, c['sizes']))}, {c['activation']}, batch {c['batch']}, "
+            f"{c['dtype']} (numerical gradients computed in float64)", f"data: {result['data']}",
+            *(f"device {d}: {v['description']}" for d, v in result["devices"].items()),
+            "timing: median and interquartile range of n calls after warm-up, interleaved "
+            "across cases; device synchronised around each call", *environment_lines(result)]
+    parts = ["# Gradient timings"] * markdown + [lines(head),
+                                                 table([cells(r) for r in result["rows"]], HEAD)]
+    parts.append(lines([RANGES, *finding_lines(result)]))
+    if result["gpu_vs_cpu"]:
+        parts += ["## GPU vs CPU"] * markdown + [table([
+            [k.device, k.what, fmt_ratio(k.ratio.value), k.ratio.span()]
+            for k in result["gpu_vs_cpu"]], GPU_HEAD)]
     if result.get("sweep"):
-        parts.append(text_table(sweep_rows(result), SWEEP_HEAD))
-        parts.append("\n".join(crossover_lines(result)))
-    return "\n\n".join(parts) + "\n"
-
-
-def render_markdown(result: dict[str, Any], charts: list[str]) -> str:
-    parts = ["# Gradient timings", "\n".join(f"- {line}" for line in header_lines(result)),
-             f"Command: `{result['command']}`", md_table(rows(result), HEAD)]
-    if result.get("gpu_vs_cpu"):
-        parts += ["## GPU vs CPU", md_table(gpu_rows(result), GPU_HEAD)]
-    if result.get("sweep"):
-        parts += ["## Scaling sweep", md_table(sweep_rows(result), SWEEP_HEAD),
-                  "\n".join(f"- {line}" for line in crossover_lines(result))]
+        sweep = result["sweep"]
+        parts += ["## Scaling sweep"] * markdown + [table([
+            [r.extra["axis"], str(r.extra["batch"]), str(r.extra["hidden"]), r.method, r.device,
+             fmt_seconds(r.stats.median) if r.stats else "skipped",
+             r.stats.spread() if r.stats else r.note] for r in sweep["rows"]], SWEEP_HEAD)]
+        parts.append(lines([f"crossover ({x['axis']} sweep, {x['method']}, {x['gpu']} vs cpu): "
+                            f"{x['text']}" for x in sweep["crossover"]]
+                           or ["crossover: no GPU measured, so no GPU/CPU crossover to report"]))
     parts += [f"![{name}]({name})" for name in charts]
     return "\n\n".join(parts) + "\n"
 
 
+def finding_lines(result: dict[str, Any]) -> list[str]:
+    """The checks with their targets, and how closely the gradients agree."""
+    out = []
+    for k in result["checks"]:
+        out.append(f"{k.device}: {k.what}: {k.ratio}")
+        if k.target:
+            out.append(f"target: {k.target}: {'met' if k.met else 'NOT met'} "
+                       f"({fmt_ratio(k.ratio.value)})")
+    for device in result["devices"]:
+        rows = [r for r in result["rows"] if r.device == device]
+        diffs = [f"{r.method} {r.extra['max_abs_diff_vs_nnx']:.1e}" for r in rows
+                 if "max_abs_diff_vs_nnx" in r.extra]
+        if diffs:
+            out.append(f"{device}: gradients agree with nnx backprop: max |difference| "
+                       + ", ".join(diffs))
+        for r in rows:
+            if "max_abs_diff_vs_vectorized" in r.extra:
+                out.append(f"{device}: vectorised and loop agree on the {r.extra['sample']:,} "
+                           f"sampled coordinates to {r.extra['max_abs_diff_vs_vectorized']:.1e}")
+    return out
+
+
 # -- charts ------------------------------------------------------------------------------
 def chart_methods(result: dict[str, Any], path: Path) -> None:
-    """Horizontal bars (log scale) of every method on every device, IQR as error bars."""
-    labels, medians, lo, hi = [], [], [], []
-    for device, d in result["devices"].items():
-        for key in ORDER:
-            m = d["methods"].get(key)
-            if m and "median_s" in m:
-                labels.append(f"{device}: {m['label']}")
-                medians.append(m["median_s"])
-                lo.append(m["median_s"] - m["q1_s"])
-                hi.append(m["q3_s"] - m["median_s"])
-    fig = figure(9, 0.45 * len(labels) + 1.6)
+    """Horizontal bars (log scale) of every measured row, IQR as error bars."""
+    rows = [r for r in result["rows"] if r.stats is not None]
+    med = [r.stats.median for r in rows]
+    lo = [r.stats.median - r.stats.q1 for r in rows]
+    hi = [r.stats.q3 - r.stats.median for r in rows]
+    fig = figure(9, 0.45 * len(rows) + 1.6)
     ax = fig.add_subplot()
-    ax.barh(range(len(labels)), medians, xerr=[lo, hi], color="tab:blue", capsize=3)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.barh(range(len(rows)), med, xerr=[lo, hi], color="tab:blue", capsize=3)
+    ax.set_yticks(range(len(rows)), [f"{r.device}: {r.label}" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("seconds per gradient (median, IQR bars; log scale)")
     c = result["config"]
     ax.set_title(f"Gradient of the {'-'.join(map(str, c['sizes']))} net, batch {c['batch']}, "
                  f"{c['dtype']}", fontsize=10)
-    for i, (v, up) in enumerate(zip(medians, hi, strict=True)):
+    for i, (v, up) in enumerate(zip(med, hi, strict=True)):
         ax.annotate(fmt_seconds(v), (v + up, i), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=7)
     save_figure(fig, path)
@@ -197,36 +170,30 @@ def chart_methods(result: dict[str, Any], path: Path) -> None:
 
 def chart_sweep(result: dict[str, Any], axis: str, path: Path) -> None:
     """Log-log lines of time against one sweep axis, per device and method."""
-    a = result["sweep"]["axes"][axis]
+    rows = [r for r in result["sweep"]["rows"] if r.extra["axis"] == axis and r.stats]
     fig = figure(7, 4.5)
     ax = fig.add_subplot()
-    styles = {"backprop": "-o", "numerical_vectorized": "--s"}
-    devices = sorted({d for p in a["points"] for m in styles for d in p[m]})
-    colors = {d: f"C{i}" for i, d in enumerate(devices)}
-    for method, style in styles.items():
-        for device in devices:
-            pts = [(p[axis], p[method][device]) for p in a["points"]
-                   if "median_s" in p[method].get(device, {})]
-            if not pts:
-                continue
-            xs = [x for x, _ in pts]
-            med = [m["median_s"] for _, m in pts]
-            err = [[m["median_s"] - m["q1_s"] for _, m in pts],
-                   [m["q3_s"] - m["median_s"] for _, m in pts]]
-            ax.errorbar(xs, med, yerr=err, fmt=style, color=colors[device], capsize=2,
-                        label=f"{method}, {device}")
-    for method, per_gpu in a["crossover"].items():
-        for gpu, c in per_gpu.items():
-            if c["from"] is not None:
-                ax.axvline(c["from"], color="grey", lw=0.8, ls=":")
-                ax.annotate(f"{gpu} beats cpu ({method})", (c["from"], 0.02), rotation=90,
-                            xycoords=("data", "axes fraction"), fontsize=7, color="grey")
+    devices = sorted({r.device for r in rows})
+    for method, style in {"backprop": "-o", "numerical_vectorized": "--s"}.items():
+        for i, device in enumerate(devices):
+            pts = [r for r in rows if r.method == method and r.device == device]
+            if pts:
+                ax.errorbar([r.extra[axis] for r in pts], [r.stats.median for r in pts],
+                            yerr=[[r.stats.median - r.stats.q1 for r in pts],
+                                  [r.stats.q3 - r.stats.median for r in pts]],
+                            fmt=style, color=f"C{i}", capsize=2, label=f"{method}, {device}")
+    for x in result["sweep"]["crossover"]:
+        if x["axis"] == axis and x["from"] is not None:
+            ax.axvline(x["from"], color="grey", lw=0.8, ls=":")
+            ax.annotate(f"{x['gpu']} beats cpu ({x['method']})", (x["from"], 0.02), rotation=90,
+                        xycoords=("data", "axes fraction"), fontsize=7, color="grey")
     fixed = "hidden" if axis == "batch" else "batch"
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(f"{axis} size ({fixed} = {a['points'][0][fixed]})")
+    ax.set_xlabel(f"{axis} size ({fixed} = {rows[0].extra[fixed] if rows else '?'})")
     ax.set_ylabel("seconds per gradient (median, IQR bars)")
     ax.set_title(f"Gradient time against {axis} size", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     save_figure(fig, path)
+

@@ -1,11 +1,8 @@
-"""The scaling sweep: gradient time against batch size and hidden size, per device.
-
-Two one-dimensional sweeps around the book's point (batch 100, hidden 50): the batch
-size at the book's hidden size, and the hidden size at the book's batch size, each over
-1-3-10 steps. Backprop is timed at every point; the vectorised numerical gradient only
-where one call is predicted (from the previous point, linearly in the work) to take at
-most ``max_seconds``; the others are marked skipped. Every point's memory is estimated
-before anything runs, and a sweep that would not fit is refused up front.
+"""The scaling sweep: gradient time against batch size (at hidden 50) and hidden size (at
+batch 100) in 1-3-10 steps, per device. Backprop runs at every point, the vectorised
+numerical gradient where one call is predicted (linearly in the work from the previous
+point) to take at most ``max_seconds``. A sweep that would not fit in memory is refused
+before anything runs.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import numpy as np
 
 from backends import Backend, host_memory_free
 from nnx.bench.cases import INPUT, OUTPUT, DataSource, make_net, on_device
-from nnx.bench.timing import Case, run_interleaved
+from nnx.bench.timing import Case, Row, time_rows
 from nnx.errors import InputError
 from nnx.numerical import DEFAULT_BUDGET
 
@@ -38,10 +35,14 @@ def grid(lo: int, hi: int) -> list[int]:
 
 def points(batch: int, hidden: int, max_batch: int, max_hidden: int) -> dict[str, list[tuple]]:
     """The (batch, hidden) points of each axis."""
-    return {
-        "batch": [(b, hidden) for b in grid(10, max_batch)],
-        "hidden": [(batch, h) for h in grid(10, max_hidden)],
-    }
+    return {"batch": [(b, hidden) for b in grid(10, max_batch)],
+            "hidden": [(batch, h) for h in grid(10, max_hidden)]}
+
+
+def work(batch: int, hidden: int) -> int:
+    """The vectorised numerical gradient's work at a point, only ever used as a ratio: each
+    (input, row) pair of a layer moves that layer's output columns."""
+    return batch * (INPUT * hidden * OUTPUT + hidden * OUTPUT + hidden * OUTPUT + OUTPUT)
 
 
 def backprop_bytes(batch: int, hidden: int, itemsize: int) -> int:
@@ -51,58 +52,41 @@ def backprop_bytes(batch: int, hidden: int, itemsize: int) -> int:
     return itemsize * (batch * INPUT + 5 * batch * (hidden + OUTPUT) + 4 * params)
 
 
-def host_batch_bytes(batch: int) -> int:
-    """Host memory to make one float64 batch (with the synthetic generator's temporaries)."""
-    return 4 * batch * INPUT * 8
-
-
 def numerical_bytes(batch: int, hidden: int, density: float) -> int:
-    """Device memory of the vectorised numerical gradient (always float64; generous).
-
-    It moves only the rows where an input is non-zero, so its largest arrays -- one value
-    per (non-zero input, output column), kept three times over (the chunks, their
-    concatenation and its running sum) -- scale with the batch's ``density`` of non-zero
-    pixels; on top come copies of the batch and forward pass, and about five temporaries
-    of the size of its element budget.
-    """
+    """Device memory of the vectorised numerical gradient (float64; generous). It moves only
+    the rows where an input is non-zero, so its largest arrays -- one value per (non-zero
+    input, output column), kept three times over -- scale with the batch's ``density``; on
+    top come copies of the batch and forward pass and five temporaries of its budget."""
     params = INPUT * hidden + hidden + hidden * OUTPUT + OUTPUT
     pairs = density * batch * INPUT + batch  # the bias counts as an input of ones
-    return int(8 * (
-        2 * batch * (INPUT + 1) + 3 * batch * (hidden + OUTPUT) + 2 * params
-        + 3 * pairs * hidden + 2 * pairs + 5 * DEFAULT_BUDGET
-    ))
+    return int(8 * (2 * batch * (INPUT + 1) + 3 * batch * (hidden + OUTPUT) + 2 * params
+                    + 3 * pairs * hidden + 2 * pairs + 5 * DEFAULT_BUDGET))
 
 
 def check_memory(
-    backends: list[Backend],
-    backprop_points: list[tuple[int, int]],
-    numerical_points: list[tuple[int, int]] = (),
-    density: float = 1.0,
+    backends: list[Backend], backprop_points: list[tuple[int, int]],
+    numerical_points: list[tuple[int, int]] = (), density: float = 1.0,
     free: Callable[[Backend], int] = Backend.memory_free,
     host_free: Callable[[], int] = host_memory_free,
-    what: str = "sweep point",
-    hint: str = "--max-batch/--max-hidden",
+    what: str = "sweep point", hint: str = "--max-batch/--max-hidden",
 ) -> None:
-    """Refuse, before anything runs, points that must run but would not fit in memory.
-
-    Every point runs backprop on every device at once (host-backed devices share the
-    host's memory, with the host batch); ``numerical_points`` also run the vectorised
-    numerical gradient, one device at a time.
-    """
-    host_devices = [be for be in backends if be.name != "cupy"]
+    """Refuse, before anything runs, points that would not fit in memory. Every point runs
+    backprop on every device at once (host-backed devices share the host's memory, with the
+    host batch); ``numerical_points`` also run the numerical gradient, a device at a time."""
+    on_host = [be for be in backends if be.name != "cupy"]
     host_bytes = host_free()
-    wanted = sorted(set(backprop_points) | set(numerical_points))
-    for b, h in wanted:
+    size = lambda be: 4 if be.dtype == be.xp.float32 else 8  # noqa: E731
+    for b, h in sorted(set(backprop_points) | set(numerical_points)):
         extra = numerical_bytes(b, h, density) if (b, h) in numerical_points else 0
-        need = host_batch_bytes(b) + sum(backprop_bytes(b, h, _itemsize(be)) for be in host_devices)
-        if host_devices:
-            need += extra
-        over = f"{what} batch={b}, hidden={h}", hint
-        _refuse_over(*over, need, host_bytes, "the host")
-        for be in backends:
-            if be.name == "cupy":
-                need = backprop_bytes(b, h, _itemsize(be)) + extra
-                _refuse_over(*over, need, free(be), be.device)
+        need = 4 * b * INPUT * 8 + sum(backprop_bytes(b, h, size(be)) for be in on_host)
+        wants = [(need + extra * bool(on_host), host_bytes, "the host")]
+        wants += [(backprop_bytes(b, h, size(be)) + extra, free(be), be.device)
+                  for be in backends if be.name == "cupy"]
+        for need, available, where in wants:
+            if need > available:
+                raise InputError(f"{what} batch={b}, hidden={h} needs ~{gib(need)} GiB, more "
+                                 f"than the {gib(available)} GiB available on {where}; "
+                                 f"use a smaller {hint}")
 
 
 def gib(n: float) -> str:
@@ -110,98 +94,65 @@ def gib(n: float) -> str:
     return f"{n / GiB:,.0f}" if n >= 100 * GiB else f"{n / GiB:.3g}"
 
 
-def _itemsize(be: Backend) -> int:
-    return 4 if be.dtype == be.xp.float32 else 8
-
-
-def _refuse_over(point: str, hint: str, need: int, available: int, where: str) -> None:
-    if need > available:
-        raise InputError(
-            f"{point} needs ~{gib(need)} GiB, more than the {gib(available)} GiB "
-            f"available on {where}; use a smaller {hint}"
-        )
-
-
-def work(batch: int, hidden: int) -> int:
-    """The vectorised numerical gradient's work at a point, only ever used as a ratio.
-
-    Each (input, row) pair of a layer moves that layer's output columns, so the work
-    grows as batch x hidden, as coordinates x batch x the width of the layer after.
-    """
-    return batch * (INPUT * hidden * OUTPUT + hidden * OUTPUT + hidden * OUTPUT + OUTPUT)
-
-
 def run_sweep(
     backends: list[Backend], source: DataSource, opts: Any, log: Callable[[str], None],
     reference: dict[str, tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
-    """Time both methods at every point of both axes on every device.
-
-    ``opts`` carries batch, hidden, max_batch, max_hidden, max_seconds, repeat,
-    numerical_repeat, warmup and seed. ``reference`` maps a device to (seconds, work)
-    of a numerical gradient already measured, to predict the first point's time.
-    """
+    """Rows of both methods at every point of both axes on every device (memory checked
+    first by :func:`check_memory`), and the crossovers. ``opts`` has the program's flags;
+    ``reference`` maps a device to (seconds, work) of a numerical gradient measured."""
     pts = points(opts.batch, opts.hidden, opts.max_batch, opts.max_hidden)
-    check_memory(backends, [p for axis in pts.values() for p in axis])
-    out: dict[str, Any] = {"max_seconds": opts.max_seconds, "axes": {}}
+    rows: list[Row] = []
     for axis, axis_points in pts.items():
         last = dict(reference or {})
-        rows = []
         for b, h in axis_points:
             log(f"sweep {axis}: batch={b}, hidden={h}")
-            rows.append(_point(backends, source, opts, b, h, last))
-        out["axes"][axis] = {"points": rows, "crossover": crossovers(rows, axis)}
-    return out
+            rows += _point(backends, source, opts, axis, b, h, last)
+    crossover = [c for axis in pts for c in crossovers(rows, axis)]
+    return {"max_seconds": opts.max_seconds, "axes": list(pts), "rows": rows,
+            "crossover": crossover}
 
 
-def _point(backends, source, opts, b: int, h: int, last: dict) -> dict[str, Any]:
+def _point(backends: list[Backend], source: DataSource, opts: Any, axis: str, b: int, h: int,
+           last: dict[str, tuple[float, int]]) -> list[Row]:
     host = source.batch(b)
     density = float(np.count_nonzero(host.x)) / host.x.size
-    backprop, numerical, row = [], [], {"batch": b, "hidden": h, "backprop": {},
-                                        "numerical_vectorized": {}}
+    where = {"axis": axis, "batch": b, "hidden": h}
+    backprop, numerical, skipped = [], [], []
     for be in backends:
-        net = make_net(be, h, opts.seed)
-        x, t = on_device(be, host)
-        backprop.append(Case(be.device, lambda n=net, x=x, t=t: n.gradient(x, t), be))
-        predicted = None
-        if be.device in last:
-            seconds, done = last[be.device]
-            predicted = seconds * work(b, h) / done
-        need, available = numerical_bytes(b, h, density), be.memory_free()
-        if predicted is not None and predicted > opts.max_seconds:
-            skipped = (f"one call predicted to take ~{predicted:.3g} s, "
-                       f"more than --max-seconds {opts.max_seconds:g}")
+        net, (x, t) = make_net(be, h, opts.seed), on_device(be, host)
+        backprop.append((Row(be.device, "backprop", axis, extra=where),
+                         Case.on(be, lambda n=net, x=x, t=t: n.gradient(x, t))))
+        need, available, note = numerical_bytes(b, h, density), be.memory_free(), ""
+        seconds, done = last.get(be.device, (0.0, 1))
+        if seconds * work(b, h) / done > opts.max_seconds:
+            note = (f"one call predicted to take ~{seconds * work(b, h) / done:.3g} s, "
+                    f"more than --max-seconds {opts.max_seconds:g}")
         elif need > available:
-            skipped = f"would need ~{gib(need)} GiB, more than the {gib(available)} GiB available"
+            note = f"would need ~{gib(need)} GiB, more than the {gib(available)} GiB available"
+        row = Row(be.device, "numerical_vectorized", axis, note=note, extra=where)
+        if note:
+            skipped.append(row)
         else:
-            skipped = ""
-        if skipped:
-            row["numerical_vectorized"][be.device] = {"skipped": skipped}
-            continue
-        numerical.append(Case(be.device, lambda n=net, x=x, t=t: n.numerical_gradient(x, t), be))
-    run_interleaved(backprop, opts.repeat, opts.warmup)
-    run_interleaved(numerical, opts.numerical_repeat, 1)
-    for case in backprop:
-        row["backprop"][case.name] = case.summary()
-    for case in numerical:
-        stats = case.summary()
-        row["numerical_vectorized"][case.name] = stats
-        last[case.name] = (stats["median_s"], work(b, h))
-    return row
+            numerical.append((row, Case.on(be, lambda n=net, x=x, t=t: n.numerical_gradient(x, t))))
+    backprop = time_rows(backprop, opts.repeat, opts.warmup)
+    numerical = time_rows(numerical, opts.numerical_repeat, 1)
+    last.update({r.device: (r.stats.median, work(b, h)) for r in numerical})
+    return backprop + numerical + skipped
 
 
-def crossovers(rows: list[dict], axis: str) -> dict[str, dict[str, Any]]:
-    """For each method and GPU: the smallest size from which the GPU beats the CPU."""
-    out: dict[str, dict[str, Any]] = {}
+def crossovers(rows: list[Row], axis: str) -> list[dict[str, Any]]:
+    """For each method and GPU on one axis: the smallest size from which the GPU beats the
+    CPU at every larger size."""
+    out = []
     for method in METHODS:
-        devices = {d for r in rows for d in r[method] if d.startswith("cuda")}
-        for gpu in sorted(devices):
-            pairs = [
-                (r[axis], r[method][gpu]["median_s"] < r[method]["cpu"]["median_s"])
-                for r in rows
-                if "median_s" in r[method].get(gpu, {}) and "median_s" in r[method].get("cpu", {})
-            ]
-            out.setdefault(method, {})[gpu] = _crossover(pairs, axis)
+        mine = [r for r in rows if r.method == method and r.extra.get("axis") == axis]
+        at = {(r.extra[axis], r.device): r.stats.median for r in mine if r.stats is not None}
+        sizes = sorted({s for s, _ in at})
+        for gpu in sorted({r.device for r in mine if r.device.startswith("cuda")}):
+            pairs = [(s, at[s, gpu] < at[s, "cpu"]) for s in sizes
+                     if (s, gpu) in at and (s, "cpu") in at]
+            out.append({"axis": axis, "method": method, "gpu": gpu, **_crossover(pairs, axis)})
     return out
 
 

@@ -1,20 +1,17 @@
-"""Timing for the benchmarks: warm-up, interleaved rounds, median and spread, ratios.
-
-Every figure comes from :meth:`backends.Backend.time`, which synchronises the device
-around each call (or, for the PyTorch peer, from the same loop with PyTorch's own
-synchronisation). Cases that are compared are timed in interleaved rounds -- a few
-calls of each case, then a few of the next, round after round -- so a burst of load
-from other processes lands on all of them rather than on whichever ran last, and a
-ratio is taken from figures measured side by side.
+"""The measurement kernel and its typed results: cases timed in interleaved rounds (a
+few calls of each, then of the next, so a burst of load from other processes lands on
+all of them), the device synchronised around each call; :class:`Stats` of each case,
+:class:`Ratio` of two, :class:`Row` and :class:`Check` for the reports. The stats of one
+run share its token: only such stats pair up round by round in a ratio.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,120 +19,145 @@ import numpy as np
 from backends import Backend
 
 
+@dataclass(frozen=True)
+class Stats:
+    """Seconds per call: median, quartiles, extremes, count, every call, each interleaved
+    round's median, and the token of the run that timed them."""
+
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+    n: int
+    times: list[float]
+    round_medians: list[float] = field(default_factory=list)
+    run: str = ""
+
+    @classmethod
+    def of(cls, times: Sequence[float], rounds: Sequence[Sequence[float]] = (),
+           run: str = "") -> Stats:
+        """The stats of ``times`` (seconds), of ``rounds`` timed in the run ``run``."""
+        t = np.asarray(times, dtype=float)
+        if t.size == 0:
+            raise ValueError("no timings to summarise")
+        q1, med, q3 = (float(v) for v in np.percentile(t, [25, 50, 75]))
+        return cls(med, q1, q3, float(t.min()), float(t.max()), int(t.size), t.tolist(),
+                   [float(np.median(r)) for r in rounds if len(r)], run)
+
+    def spread(self) -> str:
+        """The interquartile range, in one unit."""
+        return f"{fmt_seconds(self.q1)}–{fmt_seconds(self.q3)}"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``num / den`` of two medians and a range around it: ``per-round`` (the lowest and
+    highest ratio of the round medians of one run) or ``quartiles`` (q1/q3 .. q3/q1)."""
+
+    value: float
+    low: float
+    high: float
+    range: str
+
+    def span(self) -> str:
+        return f"{fmt_ratio(self.low)}–{fmt_ratio(self.high)}"
+
+    def __str__(self) -> str:
+        return f"{fmt_ratio(self.value)} ({self.range} range {self.span()})"
+
+
+def ratio(num: Stats, den: Stats) -> Ratio:
+    """The :class:`Ratio` of two stats; per-round only when one run timed both."""
+    a, b = num.round_medians, den.round_medians
+    if num.run and num.run == den.run and len(a) == len(b) > 1:
+        per_round = [x / y for x, y in zip(a, b, strict=True)]
+        return Ratio(num.median / den.median, min(per_round), max(per_round), "per-round")
+    return Ratio(num.median / den.median, num.q1 / den.q3, num.q3 / den.q1, "quartiles")
+
+
 @dataclass
+class Row:
+    """One result line, read by every renderer: ``stats`` when measured, else a ``note``
+    saying why not; ``vs``: its ratio to the program's base row; ``extra``: the rest."""
+
+    device: str
+    method: str
+    label: str
+    stats: Stats | None = None
+    note: str = ""
+    vs: Ratio | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A ratio worth a line of its own, with the target it must meet (if any)."""
+
+    device: str
+    what: str
+    ratio: Ratio
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass(frozen=True)
 class Case:
-    """One thing to time: ``fn`` on ``backend`` (or with its own ``sync`` for a peer)."""
+    """One thing to time: ``fn``, and ``sync`` to wait for its device (PyTorch's own)."""
 
-    name: str
     fn: Callable[[], Any]
-    backend: Backend | None = None
-    sync: Callable[[], None] | None = None
-    times: list[float] = field(default_factory=list)
-    rounds: list[list[float]] = field(default_factory=list)
-    run: int | None = None  # which interleaved run timed it: only such cases pair up
+    sync: Callable[[], None] = lambda: None
 
-    def warm_up(self, n: int) -> None:
+    @classmethod
+    def on(cls, backend: Backend, fn: Callable[[], Any]) -> Case:
+        """``fn`` synchronised by ``backend``."""
+        return cls(fn, backend.synchronize)
+
+    def measure(self, n: int, settle: int = 1) -> list[float]:
+        """Seconds of ``n`` calls, after ``settle`` untimed ones: when cases take turns, the
+        previous case's thread pools (OpenBLAS, OpenMP) may still spin on the cores."""
+        for _ in range(settle):
+            self.fn()
+        self.sync()
+        out = []
         for _ in range(n):
+            start = time.perf_counter()
             self.fn()
-        self._sync()
-
-    def measure(self, n: int) -> None:
-        """Time ``n`` calls as one round, the device synchronised around each call.
-
-        One untimed call comes first: when cases take turns, the thread pools of the
-        previous case (OpenBLAS, PyTorch's OpenMP) may still be spinning on the cores and
-        this case's may have gone to sleep; on a 2-core machine that doubles a step.
-        """
-        if self.backend is not None:
-            this = self.backend.time(self.fn, repeat=n, warmup=1).tolist()
-        else:
-            self.fn()
-            self._sync()
-            this = []
-            for _ in range(n):
-                start = time.perf_counter()
-                self.fn()
-                self._sync()
-                this.append(time.perf_counter() - start)
-        self.rounds.append(this)
-        self.times.extend(this)
-
-    def summary(self) -> dict[str, Any]:
-        """:func:`summarize` of all calls, plus the median of each round (for paired ratios)."""
-        out = summarize(self.times)
-        out["round_medians_s"] = [float(np.median(r)) for r in self.rounds if r]
-        out["run"] = self.run
-        return out
-
-    def _sync(self) -> None:
-        if self.backend is not None:
-            self.backend.synchronize()
-        elif self.sync is not None:
             self.sync()
-
-
-_RUN_IDS = itertools.count(1)
+            out.append(time.perf_counter() - start)
+        return out
 
 
 def run_interleaved(
-    cases: Sequence[Case], repeat: int, warmup: int, rounds: int | None = None
-) -> None:
-    """Warm every case up, then time ``repeat`` calls of each in interleaved rounds."""
-    run = next(_RUN_IDS)
+    cases: Sequence[Case], repeat: int, warmup: int, rounds: int | None = None, settle: int = 1,
+    after: Callable[[int, list[float]], None] | None = None,
+) -> list[Stats]:
+    """Warm every case up, time ``repeat`` calls of each in interleaved ``rounds`` (default:
+    one call per round); their stats, in order, with one run token. ``after(i, seconds)``
+    hears of each round of case ``i``."""
+    token = uuid.uuid4().hex[:12]
     for case in cases:
-        case.run, case.rounds, case.times = run, [], []
-        case.warm_up(warmup)
-    rounds = max(1, min(repeat, rounds or repeat))
-    done = 0
+        for _ in range(warmup):
+            case.fn()
+        case.sync()
+    rounds, times = max(1, min(repeat, rounds or repeat)), [[] for _ in cases]
     for r in range(rounds):
-        n = (repeat * (r + 1)) // rounds - done
-        for case in cases:
-            case.measure(n)
-        done += n
+        for i, case in enumerate(cases):
+            times[i].append(case.measure(repeat * (r + 1) // rounds - repeat * r // rounds, settle))
+            if after is not None:
+                after(i, times[i][-1])
+    return [Stats.of([t for rr in per for t in rr], per, token) for per in times]
 
 
-def summarize(times: Sequence[float] | np.ndarray) -> dict[str, Any]:
-    """Median, quartiles, extremes and count of a list of seconds (and the list itself)."""
-    t = np.asarray(times, dtype=float)
-    if t.size == 0:
-        raise ValueError("no timings to summarise")
-    q1, med, q3 = np.percentile(t, [25, 50, 75])
-    return {
-        "median_s": float(med),
-        "q1_s": float(q1),
-        "q3_s": float(q3),
-        "min_s": float(t.min()),
-        "max_s": float(t.max()),
-        "n": int(t.size),
-        "times_s": [float(v) for v in t],
-    }
-
-
-def ratio(num: dict[str, Any], den: dict[str, Any]) -> dict[str, Any]:
-    """``num / den`` of two summaries: the ratio of medians, and a range around it.
-
-    When both were timed in the same interleaved rounds, the range is the lowest and
-    highest ratio of the two cases' medians within one round: the pairs that ran side by
-    side under the same load ("per-round"). Otherwise it is q1/q3 .. q3/q1, deliberately
-    wide: the ratio if the middle halves of the timings fell least and most favourably.
-    """
-    value = num["median_s"] / den["median_s"]
-    a, b = num.get("round_medians_s", []), den.get("round_medians_s", [])
-    paired = num.get("run") is not None and num.get("run") == den.get("run")
-    if paired and len(a) == len(b) > 1:
-        per_round = [x / y for x, y in zip(a, b, strict=True)]
-        return {"ratio": value, "low": min(per_round), "high": max(per_round),
-                "range": "per-round"}
-    return {"ratio": value, "low": num["q1_s"] / den["q3_s"], "high": num["q3_s"] / den["q1_s"],
-            "range": "quartiles"}
+def time_rows(timed: Sequence[tuple[Row, Case]], repeat: int, warmup: int,
+              rounds: int | None = None, **kw: Any) -> list[Row]:
+    """The rows with the stats of their cases, timed together by :func:`run_interleaved`."""
+    stats = run_interleaved([case for _, case in timed], repeat, warmup, rounds, **kw)
+    return [replace(row, stats=s) for (row, _), s in zip(timed, stats, strict=True)]
 
 
 def cuda_event_times(backend: Backend, fn: Callable[[], Any], repeat: int, warmup: int) -> Any:
-    """Seconds per call measured by CUDA events around each call, or None off CUDA.
-
-    A second opinion on CUDA devices: the GPU time of each call, without the host's
-    launch overhead (the backend's :meth:`~backends.Backend.interval_timer`).
-    """
+    """Seconds per call by CUDA events (GPU time, no launch overhead), or None off CUDA."""
     if backend.name != "cupy":
         return None
     for _ in range(warmup):
@@ -149,20 +171,16 @@ def cuda_event_times(backend: Backend, fn: Callable[[], Any], repeat: int, warmu
 
 
 class CpuWatch:
-    """How much CPU other processes used while this one measured (Linux; else None).
-
-    The machine's busy time from /proc/stat, less this process's own CPU time (all its
-    threads), as a fraction of all cores over the wall time. The load average cannot tell
-    this: it counts the benchmark's own threads too.
-    """
+    """How much CPU other processes used since this was made (Linux; else None): the busy
+    time in /proc/stat less this process's own, over all cores' wall time (the load average
+    cannot tell this: it counts the benchmark's own threads too)."""
 
     def __init__(self) -> None:
         self._start = self._snapshot()
 
     @staticmethod
     def _snapshot() -> tuple[float, float | None, float]:
-        own = os.times()
-        busy = None
+        own, busy = os.times(), None
         try:
             with open("/proc/stat", encoding="ascii") as f:
                 fields = [int(v) for v in f.readline().split()[1:]]
@@ -184,20 +202,9 @@ def fmt_seconds(s: float) -> str:
     """A duration with a unit chosen for it: 412 µs, 1.52 ms, 14.1 s, 3.2 min."""
     if s < 1e-3:
         return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    if s < 120:
-        return f"{s:.3g} s"
-    return f"{s / 60:.3g} min"
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s" if s < 120 else f"{s / 60:.3g} min"
 
 
 def fmt_ratio(r: float) -> str:
     """A ratio as 1.23x, 45.6x, 3,700x or 0.042x."""
-    if r >= 100:
-        return f"{r:,.0f}x"
-    return f"{r:.3g}x"
-
-
-def fmt_spread(stats: dict[str, Any]) -> str:
-    """The interquartile range of a summary, in one unit."""
-    return f"{fmt_seconds(stats['q1_s'])}–{fmt_seconds(stats['q3_s'])}"
+    return f"{r:,.0f}x" if r >= 100 else f"{r:.3g}x"

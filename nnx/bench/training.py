@@ -1,36 +1,35 @@
 """Time the book's whole training run: nnx against the book's loop and a fused NumPy loop.
 
-All contenders run the same job, the book's ``train_neuralnet.py``: 10000 iterations of
-batch 100 drawn with replacement, SGD with learning rate 0.1 on a 784-50-10 ReLU net,
-and train/test accuracy on the full sets once per epoch of 600 iterations. They are
-interleaved in each repetition so that a busy machine slows them alike, and the report
-gives the median and range of the wall time of each and their ratios.
-
-- ``nnx`` is :func:`nnx.training.train` as ``nnx train`` runs it (on each device asked);
-- ``book`` is the book's code re-written operation for operation
-  (``nnx.bench.refs.BookStyleNet`` and the loop of ``train_neuralnet.py``): float32
-  images against float64 weights, one-hot labels, gradient, update, then a second
-  forward pass for the loss, accuracy at iterations 0, 600, ..., as the book does;
-- ``fused`` is the job written for speed in plain NumPy (``nnx.bench.refs.fused_step``,
-  images converted to float64 once): the floor to compare with.
+Each contender runs the book's ``train_neuralnet.py`` job (batches of 100 drawn with
+replacement, SGD lr 0.1, 784-50-10 ReLU, accuracy on both sets every 600 iterations):
+:func:`nnx.training.train` as ``nnx train`` runs it on each device asked, the book's code
+re-written operation for operation and the job in fused NumPy (:mod:`nnx.bench.refs`).
+They take turns, one run each per round (run r seeded with --seed + r); the report gives
+each one's wall time and its ratio to the first nnx run, with its range within a round.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import datetime
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from backends import get_backend, machine_info
 from nnx import io
-from nnx.bench.refs import BookStyleNet, fused_step
-from nnx.cli.program import add_data_arguments, output_dir, run_module
-from nnx.errors import InputError
+from nnx.bench import report
+from nnx.bench.refs import book_training, fused_training
+from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
+from nnx.cli.program import add_data_arguments, add_out_argument, output_dir, run_module
+from nnx.errors import InputError, positive_int
 from nnx.mnist import load_mnist
 from nnx.training import TrainConfig, train
+
+SCHEMA = "nnx-bench-training/2"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,137 +38,77 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="device(s) for the nnx run (repeatable; default: cpu)")
     a("--iters", type=int, default=10_000, help="iterations per run (default: %(default)s)")
     a("--repeat", type=int, default=3, help="runs of each contender (default: %(default)s)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="seed of the first round (default: 0)")
     add_data_arguments(parser)
-    a("--out", default="runs/bench-training", help="output directory (default: %(default)s)")
+    add_out_argument(parser, "runs/bench-training", "results")
+
+
+def nnx_training(device: str) -> Callable[[Any, int, int], float]:
+    def job(data: Any, iters: int, seed: int) -> float:
+        config = TrainConfig(device=device, iters=iters, seed=seed)
+        return train(config, data, log=lambda _: None, progress=False).history["test_acc"][-1]
+
+    return job
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.iters < 1 or args.repeat < 1:
-        raise InputError("--iters and --repeat must be positive integers")
-    devices = [get_backend(d).device for d in (args.device or ["cpu"])]
+    iters, repeat = positive_int("--iters", args.iters), positive_int("--repeat", args.repeat)
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    nnx_devices, cpu = [get_backend(d) for d in (args.device or ["cpu"])], get_backend("cpu")
     with output_dir(args.out) as out:  # an unwritable --out fails before any timing
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
-        contenders = {f"nnx ({d})": _nnx_run(d) for d in devices}
-        contenders["book-style loop (NumPy)"] = _book_run
-        contenders["fused NumPy loop"] = _fused_run
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        accs: dict[str, list[float]] = {name: [] for name in contenders}
-        for r in range(args.repeat):
-            for name, fn in contenders.items():
-                seconds, acc = fn(data, args.iters, args.seed + r)
-                times[name].append(seconds)
-                accs[name].append(acc)
-                print(f"run {r + 1}/{args.repeat}  {name:<28} {seconds:7.2f} s  test acc {acc:.4f}",
-                      flush=True)
-        report = _report(times, accs, args, devices)
-        print()
-        print(report["markdown"])
-        io.write_json(out / "bench_training.json", report)
-        io.write_bytes(out / "bench_training.md", report["markdown"].encode())
+        jobs = [(Row(be.device, "nnx", f"nnx ({be.device})"), be, nnx_training(be.device))
+                for be in nnx_devices]
+        jobs += [(Row("cpu", "book", "book-style loop (NumPy)"), cpu, book_training),
+                 (Row("cpu", "fused", "fused NumPy loop"), cpu, fused_training)]
+        accs: list[list[float]] = [[] for _ in jobs]
+        timed = [(row, Case.on(be, lambda j=job, a=a: a.append(j(data, iters, args.seed + len(a)))))
+                 for (row, be, job), a in zip(jobs, accs, strict=True)]  # run r: seed + r
+
+        def progress(i: int, seconds: list[float]) -> None:
+            print(f"run {len(accs[i])}/{repeat}  {jobs[i][0].label:<28} {seconds[0]:7.2f} s  "
+                  f"test acc {accs[i][-1]:.4f}", flush=True)
+
+        load_start, watch = os.getloadavg(), CpuWatch()
+        rows = time_rows(timed, repeat, warmup=0, settle=0, after=progress)
+        rows = [replace(r, vs=ratio(r.stats, rows[0].stats), extra={"test_acc": a})
+                for r, a in zip(rows, accs, strict=True)]
+        result = {
+            "schema": SCHEMA, "command": report.command_line(), "machine": machine_info(),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "config": {"iters": iters, "repeat": repeat, "seed": args.seed, "batch": 100,
+                       "sizes": [784, 50, 10], "lr": 0.1, "eval_every": 600,
+                       "devices": [be.device for be in nnx_devices]},
+            "rows": rows, "other_cpu": {"runs": watch.others()},
+            "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+        }
+        markdown = render(result)
+        print(f"\n{markdown}", end="")
+        io.write_json(out / "bench_training.json", report.jsonable(result))
+        io.write_bytes(out / "bench_training.md", markdown.encode())
         print(f"\nwrote {out / 'bench_training.json'} and {out / 'bench_training.md'}")
     return 0
 
 
-def _report(times: dict, accs: dict, args: argparse.Namespace, devices: list[str]) -> dict:
-    first = next(iter(times))
-    base = statistics.median(times[first])
+def render(result: dict[str, Any]) -> str:
+    """The Markdown report: the job, the machine, one row per contender."""
+    c, m, rows = result["config"], result["machine"], result["rows"]
+    head = ["contender", "median", "IQR (25-75%)", "n", f"vs {rows[0].label}", "range",
+            "final test acc (median)"]
+    table = [[*report.cells(r)[1:], f"{float(np.median(r.extra['test_acc'])):.4f}"] for r in rows]
     lines = [
-        f"Book's training run ({args.iters} iterations, batch 100, 784-50-10 ReLU, SGD lr 0.1, "
-        f"accuracy every 600 iterations), {args.repeat} runs each, interleaved.",
-        "",
-        f"| contender | median s | min-max s | x {first} | range of x within a round "
-        "| final test acc (median) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"job: the book's training run ({c['iters']} iterations, batch 100, 784-50-10 ReLU, "
+        f"SGD lr 0.1, accuracy every 600 iterations), {c['repeat']} runs each, interleaved",
+        "timing: wall-clock time of each whole run, evaluations included",
+        f"machine: {m['cpu']}; Python {m['python']}, NumPy {m['numpy']}"
+        + (f", CuPy {m['cupy']}" if m.get("cupy") else ""),
+        *report.environment_lines(result), report.RANGES,
     ]
-    rows = {}
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        # The runs of one round follow each other, so their ratio sees the same load on the machine.
-        paired = [a / b for a, b in zip(ts, times[first], strict=True)]
-        rows[name] = {"seconds": ts, "median": med, "min": min(ts), "max": max(ts),
-                      "ratio_to_first": med / base, "ratio_in_round": paired,
-                      "test_acc": accs[name]}
-        lines.append(f"| {name} | {med:.2f} | {min(ts):.2f}-{max(ts):.2f} | {med / base:.2f} | "
-                     f"{min(paired):.2f}-{max(paired):.2f} | "
-                     f"{statistics.median(accs[name]):.4f} |")
-    info = machine_info()
-    lines += ["", "Times are wall-clock seconds of the whole run, evaluations included.",
-              "", f"Machine: {info['cpu']}; Python {info['python']}, NumPy {info['numpy']}"
-              + (f", CuPy {info['cupy']}" if info.get("cupy") else "")
-              + f"; {time.strftime('%Y-%m-%d')}."]
-    return {"contenders": rows, "iters": args.iters, "repeat": args.repeat, "devices": devices,
-            "machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "markdown": "\n".join(lines) + "\n"}
+    return "\n\n".join(["# The book's training run", "\n".join(f"- {x}" for x in lines),
+                        report.md_table(table, head)]) + "\n"
 
 
-def _nnx_run(device: str):
-    def run_once(data: Any, iters: int, seed: int) -> tuple[float, float]:
-        config = TrainConfig(device=device, iters=iters, seed=seed)
-        start = time.perf_counter()
-        result = train(config, data, log=lambda _: None, progress=False)
-        return time.perf_counter() - start, result.history["test_acc"][-1]
-
-    return run_once
-
-
-def _init(seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"W1": 0.01 * rng.standard_normal((784, 50)), "b1": np.zeros(50),
-            "W2": 0.01 * rng.standard_normal((50, 10)), "b2": np.zeros(10)}
-
-
-def _book_run(data: Any, iters: int, seed: int) -> tuple[float, float]:
-    """The book's ``train_neuralnet.py``: its data as its loader returns them (float32
-    images, float64 one-hot labels), its net, its loop and its evaluation schedule."""
-    (x_train, t_train), (x_test, t_test) = data
-    eye = np.eye(10)
-    t_train, t_test = eye[t_train], eye[t_test]  # the book trains on one-hot rows
-    net = BookStyleNet(_init(seed))
-    rng = np.random.default_rng(seed + 1)
-    train_size = x_train.shape[0]
-    iter_per_epoch = max(train_size / 100, 1)
-    start = time.perf_counter()
-    for i in range(iters):
-        mask = rng.choice(train_size, 100)
-        x_batch, t_batch = x_train[mask], t_train[mask]
-        grad = net.gradient(x_batch, t_batch)
-        for key in ("W1", "b1", "W2", "b2"):
-            net.params[key] -= 0.1 * grad[key]
-        net.loss(x_batch, t_batch)  # the book records the loss after every update
-        if i % iter_per_epoch == 0:
-            net.accuracy(x_train, t_train)
-            test_acc = net.accuracy(x_test, t_test)
-    return time.perf_counter() - start, float(test_acc)
-
-
-def _fused_run(data: Any, iters: int, seed: int) -> tuple[float, float]:
-    """The same job as plain NumPy written for speed: the images converted to float64
-    once, integer labels, the fused step, accuracy (feature-major products, whole sets at
-    once) once per epoch and at the end."""
-    start = time.perf_counter()
-    (x_train, t_train), (x_test, t_test) = data
-    x_train, x_test = x_train.astype(np.float64), x_test.astype(np.float64)
-    p = _init(seed)
-    rng = np.random.default_rng(seed + 1)
-    per_epoch = max(x_train.shape[0] // 100, 1)
-
-    def accuracy(x: np.ndarray, t: np.ndarray) -> float:
-        # Feature-major, as nnx evaluates: the BLAS runs W.T @ x.T faster than x @ W here.
-        y = p["W2"].T @ np.maximum(p["W1"].T @ x.T + p["b1"][:, None], 0.0) + p["b2"][:, None]
-        return float(np.mean(np.argmax(y, axis=0) == t))
-
-    for i in range(iters):
-        mask = rng.integers(0, x_train.shape[0], 100)
-        grads = fused_step(**p, x=x_train[mask], t=t_train[mask])[1]
-        for key in ("W1", "b1", "W2", "b2"):
-            p[key] -= 0.1 * grads[key]
-        if (i + 1) % per_epoch == 0 or i + 1 == iters:
-            accuracy(x_train, t_train)
-            test_acc = accuracy(x_test, t_test)
-    return time.perf_counter() - start, test_acc
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/bench_training.py``."""
     return run_module(__doc__, configure, run, argv, "bench_training.py")
