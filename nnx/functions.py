@@ -47,10 +47,16 @@ def log_softmax(x: Array) -> Array:
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
+_CLASSES: dict[tuple, Array] = {}  # 0..C-1 per (C, dtype, device): made once, not per batch
+
+
 def one_hot(t: Array, num_classes: int, dtype: Any = None) -> Array:
     """(N,) integer labels as an (N, num_classes) one-hot array on the same device."""
     xp = xp_of(t)
-    classes = xp.arange(num_classes, dtype=t.dtype, device=device_of(t))
+    key = (num_classes, t.dtype, type(t), str(getattr(t, "device", "")))
+    classes = _CLASSES.get(key)
+    if classes is None:
+        classes = _CLASSES[key] = xp.arange(num_classes, dtype=t.dtype, device=device_of(t))
     out = t[:, None] == classes[None, :]
     return xp.astype(out, xp.float64 if dtype is None else dtype)
 

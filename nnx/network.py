@@ -241,7 +241,7 @@ class MultiLayerNet:
         if t.ndim == 1:
             if t.shape[0] != n:
                 raise InputError(f"t has {t.shape[0]} labels for {n} rows of x")
-            if not self.xp.isdtype(t.dtype, "integral"):
+            if not _integral(self.xp, t.dtype):
                 raise InputError(f"t has dtype {t.dtype}; class indices must be integers")
         elif t.ndim != 2 or tuple(t.shape) != (n, n_out):
             raise InputError(f"t has shape {tuple(t.shape)}; expected ({n},) or ({n}, {n_out})")
@@ -264,6 +264,11 @@ class TwoLayerNet(MultiLayerNet):
         super().__init__(
             input_size, [hidden_size], output_size, activation, weight_init_std, device, seed, dtype
         )
+
+
+@functools.cache
+def _integral(xp: Any, dtype: Any) -> bool:
+    return bool(xp.isdtype(dtype, "integral"))
 
 
 def _generator(seed: Any) -> np.random.Generator:
