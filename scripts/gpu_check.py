@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for device in dict.fromkeys((gpu, "cpu")):  # the dry run trains on the CPU once
         run_dir = out / f"train-{device}-seed0"
         cmd = [sys.executable, "-m", "nnx.cli", "train", "--device", device, "--seed", "0",
-               *(TINY_TRAIN if dry else TRAIN), *data, "--out", str(run_dir)]
+               *(TINY_TRAIN if dry else TRAIN), *data, "--out", str(run_dir), "--overwrite"]
         start = time.perf_counter()
         proc = _run(cmd, 240)
         _write(out / f"train-{device}.log", proc.stdout + proc.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,29 +26,10 @@ from nnx.bench.refs import BookStyleNet, fused_step
 from nnx.bench.sweep import GiB, check_memory, crossovers, grid
 from nnx.bench.timing import Case, Row, Stats, ratio, run_interleaved
 from nnx.errors import InputError
+from tests.helpers import ok, one_line_error, run
 
-ROOT = Path(__file__).resolve().parents[1]
 HAS_CUDA = any(d.startswith("cuda") for d in backends.available())
 TINY = ["--repeat", "2", "--numerical-repeat", "1", "--loop-sample", "8", "--quiet"]
-
-
-def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return proc.stdout
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def positive_stats(m: dict) -> None:
