@@ -1,5 +1,5 @@
 """Files in and out: the one atomic writer, JSON, CSV, ``.npz`` parameters (no pickle),
-and downloads.
+downloads, and what is in the way where a file should be.
 
 Every file is written to a temporary name in its directory and moved into place with
 ``os.replace``, so a reader (or a crash) never sees half a file, and two writers (two
@@ -12,17 +12,42 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
+import stat
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.request import Request, urlopen
 
 import numpy as np
+from numpy.lib import format as npy
 
-from nnx.errors import NnxError
+from nnx.errors import DataError
+
+
+class BadFile(ValueError):
+    """Why a file cannot be used: a phrase that reads on from its name."""
+
+
+def file_size(path: str | os.PathLike[str]) -> int | None:
+    """The size of regular file ``path`` (symlinks followed), or None if nothing is there;
+    :class:`BadFile` if something else is in the way. Never opens it (a FIFO would block)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise BadFile(f"is a dangling symbolic link (to {os.readlink(path)})") from None
+        return None
+    except OSError as exc:
+        raise BadFile(f"cannot be read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = {"d": "directory", "p": "FIFO", "s": "socket"}.get(stat.filemode(st.st_mode)[0])
+        raise BadFile(f"is a {kind or 'special file'}, not a regular file")
+    return st.st_size
 
 
 @contextlib.contextmanager
@@ -31,7 +56,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
+    os.umask(mask := os.umask(0))  # read the umask (and put it back)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a finished file gets the usual mode
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -41,26 +67,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 T = TypeVar("T")
 
 
-def download(url: str, target: Path, verify: Callable[[bytes], T], timeout: float) -> T:
-    """Fetch ``url`` into ``target`` atomically; ``verify(data)`` must accept the bytes
-    (its result is returned) before the file is moved into place.
-
-    ``timeout`` bounds each connection attempt and each read. A progress bar shows on a
-    terminal. Raises ``OSError`` (``URLError`` included) or whatever ``verify`` raises;
-    either way nothing is left behind.
-    """
+def download(url: str, target: Path, verify: Callable[[bytes], T], timeout: float,
+             max_bytes: int | None = None) -> T:
+    """Fetch ``url`` into ``target`` atomically; ``verify(data)`` must accept the bytes (its
+    result is returned) before the file is moved into place. ``timeout`` bounds each connection
+    attempt and each read. A progress bar shows on a terminal. Raises ``OSError`` (``URLError``
+    included), :class:`BadFile` as soon as more than ``max_bytes`` arrive, or whatever
+    ``verify`` raises; nothing is left behind."""
     from tqdm import tqdm
 
-    chunks = []
+    chunks, received = [], 0
     request = Request(url, headers={"User-Agent": "nnx-mnist-loader"})
     with atomic_path(target) as tmp, open(tmp, "wb") as out, \
             urlopen(request, timeout=timeout) as response:
@@ -69,6 +88,8 @@ def download(url: str, target: Path, verify: Callable[[bytes], T], timeout: floa
         with tqdm(total=int(size) if size and size.isdigit() else None, desc=target.name,
                   unit="B", unit_scale=True, disable=not show) as bar:
             while chunk := response.read(1 << 16):
+                if max_bytes is not None and (received := received + len(chunk)) > max_bytes:
+                    raise BadFile(f"is too long (more than {max_bytes:,} bytes)")
                 out.write(chunk)
                 chunks.append(chunk)
                 bar.update(len(chunk))
@@ -87,13 +108,10 @@ def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -
     write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
 
 
-def write_csv(
-    path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence]
-) -> None:
+def write_csv(path: str | os.PathLike[str], header: Sequence[str],
+              rows: Sequence[Sequence]) -> None:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     write_bytes(path, buf.getvalue().encode())
 
 
@@ -103,20 +121,60 @@ def save_params(path: str | os.PathLike[str], params: Mapping[str, np.ndarray]) 
         np.savez(f, **{k: np.asarray(v) for k, v in params.items()})
 
 
-def load_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Load a parameter ``.npz`` written by :func:`save_params` as host arrays."""
+def load_params(path: str | os.PathLike[str],
+                sizes: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """A layered net's parameters ``W1, b1, ..., Wk, bk`` saved by :func:`save_params`, as host
+    arrays, of layer ``sizes`` if given (e.g. ``[784, 50, 10]``); :class:`~nnx.errors.DataError`,
+    one sentence naming the file, unless it holds exactly those real arrays, in chained shapes."""
     try:
+        keys = _check_npz(Path(path))
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise NnxError(f"cannot read parameters from {path}: {exc}") from exc
+            params = {key: data[key] for key in keys}
+        ws = [params[f"W{i}"].shape for i in range(1, len(keys) // 2 + 1)]
+        dims = [d[0] if d else 0 for d in (ws[0][:1], *(w[-1:] for w in ws))]  # as W's imply
+        for j, key in enumerate(keys):  # W1, b1, W2, ...: W{i} is dims[i-1:i+1], b{i} dims[i:i+1]
+            want = tuple(dims[j // 2 + j % 2:j // 2 + 2])
+            if params[key].shape != want or 0 in want:
+                raise BadFile(f"holds {key} of shape {params[key].shape}, not {want}")
+        if sizes is not None and dims != list(sizes):
+            raise BadFile(f"holds a {'-'.join(map(str, dims))} net, not the {list(sizes)} expected")
+        return params
+    except Exception as exc:  # zipfile, zlib, bz2, lzma, numpy: damaged bytes raise any kind
+        reason = brief(exc) or type(exc).__name__
+        problem = exc if isinstance(exc, BadFile) else f"is not an intact .npz ({reason})"
+        raise DataError(f"{path} {problem}; re-train or restore the file") from exc
+
+
+def _check_npz(path: Path) -> list[str]:
+    # The keys W1, b1, ...; each header must agree with its member's size: no huge allocation.
+    if (size := file_size(path)) is None:
+        raise BadFile("does not exist")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        keys = [f"{p}{i}" for i in range(1, len(names) // 2 + 1) for p in "Wb"]
+        if not keys or sorted(names) != sorted(f"{k}.npy" for k in keys):
+            raise BadFile(f"holds {brief(', '.join(names)) or 'nothing'}, not W1, b1, ..., Wk, bk")
+        if sum(info.file_size for info in archive.infolist()) > 1100 * size + 4096:
+            raise BadFile("claims more data than deflate can pack into its size")  # <= 1032x
+        for info in archive.infolist():
+            with archive.open(info) as f:
+                read = npy.read_array_header_1_0, npy.read_array_header_2_0  # by version
+                shape, _, dtype = read[npy.read_magic(f) != (1, 0)](f)
+                if dtype.kind not in "iuf" or \
+                        f.tell() + math.prod(shape) * dtype.itemsize != info.file_size:
+                    raise BadFile(f"holds {info.filename} as {shape} {brief(dtype)} in "
+                                  f"{info.file_size:,} bytes, not an intact array of real numbers")
+    return keys
+
+
+def brief(what: object) -> str:  # a short phrase on one line, no full stop ending a sentence
+    text = "".join(c if c.isprintable() else "?" for c in str(what))
+    return text.replace(". ", ", ").rstrip(".")[:80]
 
 
 def writable_dir(path: str | os.PathLike[str]) -> bool:
-    """Create ``path`` (and parents) and prove it writable; whether it was created.
-
-    Raises ``OSError`` (the caller words the fix) before any work is done.
-    """
+    """Create ``path`` (and parents) and prove it writable; whether it was created. Raises
+    ``OSError`` (the caller words the fix) before any work is done."""
     path = Path(path)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,10 @@ import os
 import struct
 import zlib
 from http.client import HTTPException
+from io import BytesIO
+from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 
 import numpy as np
@@ -41,10 +44,8 @@ ENV_VAR = "NNX_DATA_DIR"
 
 # Role -> file name without ".gz" (the book's ``key_file``, in its order).
 MNIST_FILES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
 
 # SHA-256 of each file's decompressed content. Read at call time, so tests can patch it.
@@ -53,6 +54,12 @@ SHA256: dict[str, str] = {
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# Size of each file's decompressed content: reading stops past it, so a gzip bomb is cut short.
+MAX_BYTES: dict[str, int] = {
+    "train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008,
 }
 
 # Base URLs tried in order; each serves "<name>.gz". yann.lecun.com, the original home
@@ -66,41 +73,45 @@ MIRRORS: tuple[str, ...] = (
 TIMEOUT_S = 30.0  # per connection attempt and per read, not for the whole file
 ROWS = COLS = 28
 
-
 # Type code (the magic number's third byte) -> big-endian NumPy dtype.
-IDX_DTYPES: dict[int, str] = {
-    0x08: ">u1",
-    0x09: ">i1",
-    0x0B: ">i2",
-    0x0C: ">i4",
-    0x0D: ">f4",
-    0x0E: ">f8",
-}
+IDX_DTYPES: dict[int, str] = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+                              0x0E: ">f8"}
 
 
-class IdxError(ValueError):
+class IdxError(io.BadFile):
     """Why some bytes are not a good IDX file: a phrase that reads on from the file's name."""
 
 
-def decompress(data: bytes) -> bytes:
-    """Gunzip ``data``, raising :class:`IdxError` (never a zlib or gzip error) if it is corrupt."""
+def decompress(data: bytes | BinaryIO, max_bytes: int | None = None) -> bytes:
+    """Gunzip ``data`` (bytes, or a binary file read only as far as needed); :class:`IdxError`
+    (never a zlib or gzip error) if it is corrupt or inflates to more than ``max_bytes``."""
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=BytesIO(data) if isinstance(data, bytes) else data) as f:
+            chunks = iter(lambda: f.read(1 << 16), b"")  # each full until the end: stop past max
+            out = b"".join(chunks if max_bytes is None else islice(chunks, max_bytes // 65536 + 1))
     except EOFError as exc:
         raise IdxError("is truncated (its gzip stream ends early)") from exc
     except (OSError, zlib.error) as exc:
         raise IdxError(f"is not a valid gzip file ({exc})") from exc
+    if max_bytes is not None and len(out) > max_bytes:
+        raise IdxError(f"is too long (it decompresses to more than {max_bytes:,} bytes)")
+    return out
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The content of ``path``, decompressed when its name ends in ``.gz``; :class:`IdxError`
-    if it cannot be read or its gzip stream is corrupt."""
+def read_bytes(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The content of ``path``, decompressed when its name ends in ``.gz``; :class:`IdxError` if
+    it is not a readable file, its gzip stream is corrupt, or it holds over ``max_bytes``."""
     path = Path(path)
+    if (size := io.file_size(path)) is None:
+        raise IdxError("does not exist")
+    gz = path.name.endswith(".gz")
+    if not gz and max_bytes is not None and size > max_bytes:  # measured, never read
+        raise IdxError(f"is too long ({size:,} bytes, more than the {max_bytes:,} expected)")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            return decompress(f, max_bytes) if gz else f.read()
     except OSError as exc:
         raise IdxError(f"cannot be read ({exc.strerror or exc})") from exc
-    return decompress(data) if path.name.endswith(".gz") else data
 
 
 def parse_idx(data: bytes) -> np.ndarray:
@@ -125,25 +136,24 @@ def parse_idx(data: bytes) -> np.ndarray:
     if payload != expected:
         shape = "x".join(map(str, dims)) or "scalar"
         problem = "is truncated" if payload < expected else "is too long"
-        raise IdxError(
-            f"{problem} (its header declares {shape} {dtype.name} values, {expected} bytes, "
-            f"but {payload} bytes follow)"
-        )
+        raise IdxError(f"{problem} (its header declares {shape} {dtype.name} values, "
+                       f"{expected} bytes, but {payload} bytes follow)")
     array = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
     if dtype.itemsize > 1:
         array = array.astype(dtype.newbyteorder("="))
     return array
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed when its name ends in ``.gz``) into a writable array.
 
     Raises :class:`~nnx.errors.DataError`, one sentence naming the file and what is wrong,
-    if it cannot be read, is not valid gzip, or is not a well-formed IDX file.
+    if it cannot be read, is not valid gzip, holds more than ``max_bytes`` (decompressed), or
+    is not a well-formed IDX file.
     """
     try:
-        array = parse_idx(read_bytes(path))
-    except IdxError as exc:
+        array = parse_idx(read_bytes(path, max_bytes))
+    except io.BadFile as exc:
         raise DataError(f"{path} {exc}; replace it with a valid IDX file") from exc
     return array if array.flags.writeable else array.copy()
 
@@ -157,9 +167,13 @@ def default_data_dir() -> Path:
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The directory MNIST is read from: ``data_dir``, else ``$NNX_DATA_DIR``, else
     :func:`default_data_dir`; blank values count as unset."""
-    for value in (data_dir, os.environ.get(ENV_VAR)):
+    for value, where in ((data_dir, "the data directory"), (os.environ.get(ENV_VAR), ENV_VAR)):
         if value is not None and str(value).strip():
-            return Path(value).expanduser()
+            try:
+                return Path(value).expanduser()
+            except RuntimeError as exc:  # "~nosuchuser", or no home directory to be found
+                raise DataError(f"{where} {value} starts with a ~ that names no known home "
+                                "directory; give the full path instead") from exc
     return default_data_dir()
 
 
@@ -191,10 +205,9 @@ def load_mnist(
         images, labels = raw[f"{split}_images"], raw[f"{split}_labels"]
         if len(images) != len(labels):
             names = MNIST_FILES[f"{split}_images"], MNIST_FILES[f"{split}_labels"]
-            raise DataError(
-                f"{directory} holds {len(images)} images in {names[0]} but {len(labels)} "
-                f"labels in {names[1]}; replace both with faithful copies"
-            )
+            raise DataError(f"{directory} holds {len(images)} images in {names[0]} but "
+                            f"{len(labels)} labels in {names[1]}; replace both with faithful "
+                            "copies")
         splits.append((_images(images, normalize, flatten), _labels(labels, one_hot_label)))
     return splits[0], splits[1]
 
@@ -224,35 +237,39 @@ def _labels(t: np.ndarray, one_hot: bool) -> np.ndarray:
 def _load_files(directory: Path, download: bool) -> dict[str, np.ndarray]:
     """Role -> verified array, downloading missing files into ``directory`` if allowed."""
     found = {name: _find(directory, name) for name in MNIST_FILES.values()}
+    # Verify what is here first: a corrupt file is named as such, not hidden by a download.
+    arrays = {role: _read_verified(found[name], name, download)
+              for role, name in MNIST_FILES.items() if found[name]}
     missing = [name for name, path in found.items() if path is None]
     if missing and not download:
         wanted = ", ".join(f"{name}.gz" for name in missing)
-        raise DataError(
-            f"MNIST files missing: put {wanted} (gzip-compressed, or the same names without "
-            f".gz uncompressed) in {directory}, or allow downloading (download=True)"
-        )
+        raise DataError(f"MNIST files missing: put {wanted} (gzip-compressed, or the same names "
+                        f"without .gz uncompressed) in {directory}, or allow downloading "
+                        "(download=True)")
     if missing:
         existed = directory.is_dir()
         try:
             io.writable_dir(directory)
         except OSError as exc:
             what = f"write to {directory}" if existed else f"create {directory}"
-            raise DataError(
-                f"cannot {what} to download MNIST into ({exc.strerror or exc}); "
-                f"choose a writable directory with --data-dir or {ENV_VAR}"
-            ) from exc
-    arrays = {}
+            raise DataError(f"cannot {what} to download MNIST into ({exc.strerror or exc}); "
+                            f"choose a writable directory with --data-dir or {ENV_VAR}") from exc
     for role, name in MNIST_FILES.items():
-        path = found[name]
-        arrays[role] = _read_verified(path, name, download) if path else _download(name, directory)
+        if role not in arrays:
+            arrays[role] = _download(name, directory)
     return arrays
 
 
 def _find(directory: Path, name: str) -> Path | None:
-    """The file for ``name`` in ``directory``, gzip-compressed preferred, or None."""
+    """The file for ``name`` in ``directory``, gzip-compressed preferred, or None; DataError
+    if something else is in the way (a directory, a FIFO, a dangling symlink)."""
     for candidate in (directory / f"{name}.gz", directory / name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if io.file_size(candidate) is not None:
+                return candidate
+        except io.BadFile as exc:
+            raise DataError(f"{candidate} {exc}; remove it or choose another directory with "
+                            f"--data-dir or {ENV_VAR}") from exc
     return None
 
 
@@ -269,22 +286,17 @@ def _verify(raw: bytes, name: str) -> np.ndarray:
         raise IdxError(f"holds label {int(array.max())}, outside 0..9")
     digest, expected = hashlib.sha256(raw).hexdigest(), SHA256.get(name, "")
     if digest != expected:
-        raise IdxError(
-            f"is not the standard MNIST {name} (the SHA-256 of its decompressed content "
-            f"starts {digest[:16]}, expected {expected[:16]})"
-        )
+        raise IdxError(f"is not the standard MNIST {name} (the SHA-256 of its decompressed "
+                       f"content starts {digest[:16]}, expected {expected[:16]})")
     return array
 
 
 def _read_verified(path: Path, name: str, download: bool) -> np.ndarray:
     try:
-        return _verify(read_bytes(path), name)
-    except IdxError as exc:
-        fix = (
-            "delete it to download a fresh copy"
-            if download
-            else f"replace it with a faithful copy of {name}.gz"
-        )
+        return _verify(read_bytes(path, MAX_BYTES.get(name)), name)
+    except io.BadFile as exc:
+        fix = "delete it to download a fresh copy" if download else \
+            f"replace it with a faithful copy of {name}.gz"
         raise DataError(f"{path} {exc}; {fix}") from exc
 
 
@@ -311,7 +323,9 @@ def _download(name: str, directory: Path) -> np.ndarray:
 
 
 def _fetch(url: str, target: Path, name: str) -> np.ndarray:
-    return io.download(url, target, lambda data: _verify(decompress(data), name), TIMEOUT_S)
+    most = MAX_BYTES.get(name)  # a gzip file is at most a little longer than its content
+    return io.download(url, target, lambda data: _verify(decompress(data, most), name),
+                       TIMEOUT_S, most and most + most // 100 + 1024)
 
 
 def _describe(exc: BaseException) -> str:
@@ -319,7 +333,7 @@ def _describe(exc: BaseException) -> str:
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, URLError):
         return str(exc.reason)
-    if isinstance(exc, IdxError):
+    if isinstance(exc, io.BadFile):
         return f"the file it served {exc}"
     if isinstance(exc, TimeoutError):
         return f"no answer within {TIMEOUT_S:g} s"

@@ -266,9 +266,14 @@ class TwoLayerNet(MultiLayerNet):
         )
 
 
-@functools.cache
+_INTEGRAL: dict[Any, bool] = {}  # dtype -> is it an integer dtype (the same in every library)
+
+
 def _integral(xp: Any, dtype: Any) -> bool:
-    return bool(xp.isdtype(dtype, "integral"))
+    key = str(dtype)
+    if key not in _INTEGRAL:
+        _INTEGRAL[key] = bool(xp.isdtype(dtype, "integral"))
+    return _INTEGRAL[key]
 
 
 def _generator(seed: Any) -> np.random.Generator:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +114,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint in ``path``; :class:`DataError` naming the file if it is damaged."""
     file = path / CHECKPOINT
     try:
+        if io.file_size(file) is None:  # never opens a FIFO or directory in the way
+            raise io.BadFile("does not exist")
         with np.load(file, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(bytes(arrays.pop("meta")).decode())
@@ -123,10 +124,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         opt.update(meta["optimizer"])
         return Checkpoint(int(meta["iteration"]), int(meta["block_start"]), meta["rng"],
                           params, opt, meta["history"], float(meta["elapsed"]))
-    except (OSError, EOFError, KeyError, TypeError, ValueError, UnicodeError,
-            zipfile.BadZipFile) as exc:
-        raise DataError(f"{file} is not a readable nnx checkpoint ({exc}); start a new run "
-                        "or restore the file") from exc
+    except Exception as exc:  # zipfile, zlib, numpy, json: damaged bytes raise any kind
+        raise DataError(f"{file} is not a readable nnx checkpoint ({io.brief(exc)}); start a "
+                        "new run or restore the file") from exc
 
 
 @contextlib.contextmanager

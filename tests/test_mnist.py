@@ -10,9 +10,12 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import os
 import struct
 import sys
 import threading
+import tracemalloc
+import zlib
 from pathlib import Path
 from urllib.error import HTTPError
 
@@ -23,6 +26,7 @@ import nnx.io
 from nnx import mnist
 from nnx.errors import DataError
 from nnx.mnist import MNIST_FILES, default_data_dir, load_mnist, read_idx, resolve_data_dir
+from tests.test_io import no_blocking
 
 CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
@@ -433,3 +437,110 @@ def test_real_files_pass_the_real_hashes_however_compressed(mnist_dir, tmp_path)
     (tmp_path / name).write_bytes(raw)  # the same content, uncompressed
     (_, _), (_, t_test) = load_mnist(data_dir=tmp_path, download=False)
     assert np.bincount(t_test).tolist() == TEST_COUNTS
+
+
+# -- hostile inputs: bombs, files in the way, corrupt next to missing, ~user paths ---------
+
+
+def bomb(size: int) -> bytes:
+    """A gzip stream of ``size`` zero bytes, about a thousandth of that long."""
+    packer, block = zlib.compressobj(9, wbits=31), bytes(1 << 20)
+    parts = [packer.compress(block[: min(1 << 20, size - i)]) for i in range(0, size, 1 << 20)]
+    return b"".join(parts) + packer.flush()
+
+
+def peak_bytes(call) -> int:
+    """The most memory Python held while ``call()`` ran (it must raise DataError)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_file_longer_than_any_faithful_copy_is_rejected_unread(tmp_path, fake, gz):
+    directory = populate(tmp_path / "data", {k: v for k, v in fake.items() if "labels" not in k})
+    name = "train-labels-idx1-ubyte"
+    big = directory / (f"{name}.gz" if gz else name)
+    if gz:
+        big.write_bytes(bomb(64 << 20))  # 64 MiB of zeros in about 64 KB
+    else:
+        with open(big, "wb") as f:
+            f.truncate(64 << 20)  # sparse: stat says 64 MiB, nothing is written
+    pattern = r"too long \((it decompresses to more than 60,008 bytes|67,108,864 bytes, more th)"
+    with pytest.raises(DataError, match=pattern) as exc:
+        load_mnist(data_dir=directory, download=False)
+    assert one_sentence(exc).startswith(str(big))
+    assert peak_bytes(lambda: load_mnist(data_dir=directory, download=False)) < 4 << 20
+
+
+def test_a_bomb_from_a_mirror_is_rejected_without_inflating_it(tmp_path, fake, monkeypatch):
+    name = "train-labels-idx1-ubyte.gz"
+    small, big = tmp_path / "small-bomb", tmp_path / "big-bomb"
+    mirror(small, fake)
+    (small / name).write_bytes(bomb(16 << 20))  # ~16 KB: under the download cap
+    mirror(big, fake)
+    (big / name).write_bytes(bomb(256 << 20))  # ~256 KB: over it
+    for served, reason in ((small, "it decompresses to more than 60,008 bytes"),
+                           (big, "more than 61,632 bytes")):
+        monkeypatch.setattr(mnist, "MIRRORS", (served.as_uri() + "/",))
+        with pytest.raises(DataError) as exc:
+            load_mnist(data_dir=tmp_path / "data")
+        assert f"the file it served is too long ({reason})" in one_sentence(exc)
+        assert peak_bytes(lambda: load_mnist(data_dir=tmp_path / "data")) < 4 << 20
+        assert name not in [p.name for p in (tmp_path / "data").iterdir()]
+
+
+IN_THE_WAY = {
+    "directory": (lambda p: p.mkdir(), "is a directory, not a regular file"),
+    "FIFO": (lambda p: os.mkfifo(p), "is a FIFO, not a regular file"),
+    "dangling symlink": (lambda p: p.symlink_to(p.parent / "gone"),
+                         "is a dangling symbolic link (to "),
+}
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("kind", IN_THE_WAY)
+@pytest.mark.parametrize("download", [True, False])
+def test_something_in_the_way_of_a_file_is_named(tmp_path, fake, monkeypatch, kind, gz, download):
+    monkeypatch.setattr(mnist, "MIRRORS", (mirror(tmp_path / "m", fake),))
+    name = "t10k-images-idx3-ubyte"
+    directory = populate(tmp_path / "data", {k: v for k, v in fake.items() if k != name})
+    obstacle = directory / (f"{name}.gz" if gz else name)
+    make, says = IN_THE_WAY[kind]
+    make(obstacle)
+    with no_blocking(), pytest.raises(DataError) as exc:  # opening a FIFO would block
+        load_mnist(data_dir=directory, download=download)
+    message = one_sentence(exc)
+    assert message.startswith(f"{obstacle} {says}") and "remove it" in message
+    assert "--data-dir" in message and mnist.ENV_VAR in message
+
+
+@pytest.mark.parametrize("mirrors", ["offline", "good"])
+def test_a_corrupt_file_beside_a_missing_one_is_named_before_any_download(tmp_path, fake,
+                                                                          monkeypatch, mirrors):
+    if mirrors == "good":
+        monkeypatch.setattr(mnist, "MIRRORS", (mirror(tmp_path / "m", fake),))
+    files = {k: v for k, v in fake.items() if k != "train-images-idx3-ubyte"}  # the first
+    directory = populate(tmp_path / "data", {**files, "t10k-labels-idx1-ubyte": _labels([7, 1])})
+    with pytest.raises(DataError) as exc:
+        load_mnist(data_dir=directory)
+    message = one_sentence(exc)
+    assert message.startswith(str(directory / "t10k-labels-idx1-ubyte.gz"))
+    assert "could not download" not in message and "delete it" in message
+    assert not (directory / "train-images-idx3-ubyte.gz").exists()
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_a_tilde_naming_no_user_is_one_sentence(monkeypatch, where):
+    value = "~nnx-no-such-user-here/mnist"
+    if where == "environment":
+        monkeypatch.setenv(mnist.ENV_VAR, value)
+    with pytest.raises(DataError) as exc:
+        load_mnist(data_dir=value if where == "argument" else None, download=False)
+    message = one_sentence(exc)
+    assert value in message and "full path" in message
+    assert (mnist.ENV_VAR in message) == (where == "environment")
