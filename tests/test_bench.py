@@ -389,21 +389,28 @@ def test_gpu_reports_render_without_a_gpu(tmp_path):
 def test_bench_training_script(tmp_path, mnist_dir):
     stdout = ok(run("scripts/bench_training.py", "--data-dir", str(mnist_dir), "--iters", "700",
                     "--repeat", "2", "--out", str(tmp_path)))
-    assert "| nnx (cpu) |" in stdout and "| book-style loop (NumPy) |" in stdout
-    assert stdout.count("run 2/2  ") == 3
+    assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
+    assert stdout.count("run 2/2  ") == 4
     data = json.loads((tmp_path / "bench_training.json").read_text())
     assert data["schema"] == "nnx-bench-training/2"
     rows = {r["label"]: r for r in data["rows"]}
-    assert set(rows) == {"nnx (cpu)", "book-style loop (NumPy)", "fused NumPy loop"}
+    assert set(rows) == {"nnx (cpu, float64)", "nnx (cpu, float32)", "book-style loop (NumPy)",
+                         "fused NumPy loop"}
     for row in rows.values():
         positive_stats(row)
         assert row["stats"]["n"] == 2 and row["vs"]["range"] == "per-round"
         assert row["vs"]["value"] == pytest.approx(
-            row["stats"]["median"] / rows["nnx (cpu)"]["stats"]["median"])
+            row["stats"]["median"] / rows["nnx (cpu, float64)"]["stats"]["median"])
         # 700 iterations of SGD reach ~90% on MNIST whichever code runs them (a known
         # figure of the book's run after one epoch); a broken contender stays near 10%.
         assert len(row["extra"]["test_acc"]) == 2 and min(row["extra"]["test_acc"]) > 0.85
     assert (tmp_path / "bench_training.md").read_text().startswith("# The book's training run")
+    # The floor: the products alone, which the run cannot beat (it makes them all and more).
+    for f in data["floors"]:
+        assert 0 < f["seconds"] < min(f["training_s"]) and f["training_over_floor"] > 1
+        assert set(f["products_s"]) == {"x @ W1", "x.T @ dZ1", "Z1 @ W2", "Z1.T @ dY",
+                                        "dY @ W2.T"} and f["evaluations"] == 2
+    assert [f["dtype"] for f in data["floors"]] == ["float64", "float32"]
     for flag, value in (("--iters", "0"), ("--repeat", "-2"), ("--seed", "-1")):
         line = one_line_error(run("scripts/bench_training.py", "--data-dir", str(mnist_dir),
                                   flag, value, "--out", str(tmp_path / "x")))

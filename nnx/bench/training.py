@@ -6,6 +6,11 @@ replacement, SGD lr 0.1, 784-50-10 ReLU, accuracy on both sets every 600 iterati
 re-written operation for operation and the job in fused NumPy (:mod:`nnx.bench.refs`).
 They take turns, one run each per round (run r seeded with --seed + r); the report gives
 each one's wall time and its ratio to the first nnx run, with its range within a round.
+
+The floor of the job, in each --dtype, is the time of its matrix products alone: each
+product timed at its shape (forward 100x784x50, dW1, the three 10-wide products of a step;
+the two products of an evaluation of 70,000 images) times how often the run makes it.
+nnx's training time (its loop, as ``nnx train`` reports it) is given as a ratio to it.
 """
 
 from __future__ import annotations
@@ -39,27 +44,59 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--iters", type=int, default=10_000, help="iterations per run (default: %(default)s)")
     a("--repeat", type=int, default=3, help="runs of each contender (default: %(default)s)")
     a("--seed", type=int, default=0, help="seed of the first round (default: 0)")
+    a("--dtype", action="append", choices=("float64", "float32"), default=None,
+      help="dtype(s) of the nnx runs and floors (repeatable; default: float64 and float32)")
     add_data_arguments(parser)
     add_out_argument(parser, "runs/bench-training", "results")
 
 
-def nnx_training(device: str) -> Callable[[Any, int, int], float]:
+def nnx_training(device: str, dtype: str, loops: list[float]) -> Callable[[Any, int, int], float]:
+    """The job as ``nnx train`` runs it; each run's loop time is appended to ``loops``."""
     def job(data: Any, iters: int, seed: int) -> float:
-        config = TrainConfig(device=device, iters=iters, seed=seed)
-        return train(config, data, log=lambda _: None, progress=False).history["test_acc"][-1]
+        config = TrainConfig(device=device, dtype=dtype, iters=iters, seed=seed)
+        result = train(config, data, log=lambda _: None, progress=False)
+        loops.append(result.elapsed)
+        return result.history["test_acc"][-1]
 
     return job
+
+
+def floor(be: Any, iters: int, rows: int, batch: int = 100, hidden: int = 50) -> dict[str, Any]:
+    """Seconds of the run's products alone: each timed at its shape (median of many calls,
+    the device synchronised) times how often the run makes it."""
+    xp, rng = be.xp, np.random.default_rng(0)
+
+    def a(*shape: int) -> Any:
+        return be.asarray(rng.random(shape), dtype=be.dtype)
+
+    x, w1, d1, z, w2, dy = a(batch, 784), a(784, hidden), a(batch, hidden), a(batch, hidden), \
+        a(hidden, 10), a(batch, 10)
+    chunk = min(rows, 10_000)  # predict_labels' chunk
+    xe, ze = a(chunk, 784), a(chunk, hidden)
+    step = {"x @ W1": lambda: xp.matmul(x, w1), "x.T @ dZ1": lambda: xp.matmul(x.T, d1),
+            "Z1 @ W2": lambda: xp.matmul(z, w2), "Z1.T @ dY": lambda: xp.matmul(z.T, dy),
+            "dY @ W2.T": lambda: xp.matmul(dy, w2.T)}
+    each = {k: float(np.median(be.time(f, repeat=200, warmup=20))) for k, f in step.items()}
+    evaluation = sum(float(np.median(be.time(f, repeat=10, warmup=2))) for f in
+                     (lambda: xp.matmul(xe, w1), lambda: xp.matmul(ze, w2))) * rows / chunk
+    evals = -(-iters // 600)  # every 600 iterations and at the end
+    return {"products_s": each, "evaluation_s": evaluation, "evaluations": evals,
+            "seconds": iters * sum(each.values()) + evals * evaluation}
 
 
 def run(args: argparse.Namespace) -> int:
     iters, repeat = positive_int("--iters", args.iters), positive_int("--repeat", args.repeat)
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
-    nnx_devices, cpu = [get_backend(d) for d in (args.device or ["cpu"])], get_backend("cpu")
+    dtypes = list(dict.fromkeys(args.dtype or ["float64", "float32"]))
+    nnx_devices = [get_backend(d, t) for d in (args.device or ["cpu"]) for t in dtypes]
+    cpu = get_backend("cpu")
     with output_dir(args.out) as out:  # an unwritable --out fails before any timing
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
-        jobs = [(Row(be.device, "nnx", f"nnx ({be.device})"), be, nnx_training(be.device))
-                for be in nnx_devices]
+        loops: list[list[float]] = [[] for _ in nnx_devices]
+        jobs = [(Row(be.device, "nnx", f"nnx ({be.device}, {_name(be)})"), be,
+                 nnx_training(be.device, _name(be), loop))
+                for be, loop in zip(nnx_devices, loops, strict=True)]
         jobs += [(Row("cpu", "book", "book-style loop (NumPy)"), cpu, book_training),
                  (Row("cpu", "fused", "fused NumPy loop"), cpu, fused_training)]
         accs: list[list[float]] = [[] for _ in jobs]
@@ -74,13 +111,21 @@ def run(args: argparse.Namespace) -> int:
         rows = time_rows(timed, repeat, warmup=0, settle=0, after=progress)
         rows = [replace(r, vs=ratio(r.stats, rows[0].stats), extra={"test_acc": a})
                 for r, a in zip(rows, accs, strict=True)]
+        n_eval = data[0][0].shape[0] + data[1][0].shape[0]
+        floors = []
+        for be, loop in zip(nnx_devices, loops, strict=True):
+            with be.scope():
+                f = floor(be, iters, n_eval)
+            f["training_s"] = loop
+            f["training_over_floor"] = float(np.median(loop)) / f["seconds"]
+            floors.append({"device": be.device, "dtype": _name(be), **f})
         result = {
             "schema": SCHEMA, "command": report.command_line(), "machine": machine_info(),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "config": {"iters": iters, "repeat": repeat, "seed": args.seed, "batch": 100,
                        "sizes": [784, 50, 10], "lr": 0.1, "eval_every": 600,
                        "devices": [be.device for be in nnx_devices]},
-            "rows": rows, "other_cpu": {"runs": watch.others()},
+            "rows": rows, "floors": floors, "other_cpu": {"runs": watch.others()},
             "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         }
         markdown = render(result)
@@ -105,8 +150,19 @@ def render(result: dict[str, Any]) -> str:
         + (f", CuPy {m['cupy']}" if m.get("cupy") else ""),
         *report.environment_lines(result), report.RANGES,
     ]
+    floors = [[f"nnx ({f['device']}, {f['dtype']})", f"{f['seconds']:.2f} s",
+               f"{f['evaluations']} x {f['evaluation_s'] * 1e3:.1f} ms",
+               f"{float(np.median(f['training_s'])):.2f} s", f"{f['training_over_floor']:.2f}x"]
+              for f in result.get("floors", [])]
+    floor_head = ["run", "floor: products alone", "of which evaluations", "training (median)",
+                  "training / floor"]
     return "\n\n".join(["# The book's training run", "\n".join(f"- {x}" for x in lines),
-                        report.md_table(table, head)]) + "\n"
+                        report.md_table(table, head), "## The floor: the run's products alone",
+                        report.md_table(floors, floor_head)]) + "\n"
+
+
+def _name(be: Any) -> str:
+    return "float32" if be.dtype == be.xp.float32 else "float64"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
