@@ -21,6 +21,7 @@ from nnx.io import atomic_path
 
 PathLike = str | os.PathLike[str]
 DPI = 110
+MAX_POINTS = 1000  # per line of a long curve
 
 
 def figure(width: float, height: float) -> Any:
@@ -56,16 +57,29 @@ def plot_accuracy(history: Mapping[str, Any], path: PathLike, title: str) -> Non
 
 
 def plot_loss(history: Mapping[str, Any], path: PathLike, title: str) -> None:
-    """Mini-batch loss per iteration, with a moving average to show the trend."""
+    """Mini-batch loss per iteration, with a moving average to show the trend.
+
+    A long run's raw losses are drawn as the band between the smallest and the largest of
+    each stretch of iterations: a 600-pixel-wide plot shows no more than ``MAX_POINTS``
+    points, and the band keeps every spike.
+    """
     loss = np.asarray(history["loss"], dtype=float)
     fig = figure(6, 4)
     ax = fig.add_subplot()
     iters = np.arange(1, loss.size + 1)
-    ax.plot(iters, loss, linewidth=0.5, alpha=0.5, label="mini-batch loss")
+    step = max(1, -(-loss.size // MAX_POINTS))
+    if step == 1:
+        ax.plot(iters, loss, linewidth=0.5, alpha=0.5, label="mini-batch loss")
+    else:
+        starts = np.arange(0, loss.size, step)
+        ax.fill_between(iters[starts], np.minimum.reduceat(loss, starts),
+                        np.maximum.reduceat(loss, starts), alpha=0.35, linewidth=0,
+                        label=f"mini-batch loss (range of each {step} iterations)")
     window = max(1, min(100, loss.size // 20))
     if window > 1:
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax.plot(iters[window - 1 :], smooth, linewidth=1.5, label=f"moving average ({window})")
+        ax.plot(iters[window - 1 :: step], smooth[::step], linewidth=1.5,
+                label=f"moving average ({window})")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (cross-entropy)")
     ax.set_title(title)
