@@ -308,7 +308,7 @@ def _read_back(
         at = first + int(bad[0]) + 1
         return "diverged", (
             f"the loss became {losses[bad[0]]:.4g} at iteration {at}: training diverged; "
-            f"try a smaller learning rate (e.g. --lr {config.lr / 10:g})"
+            "try a smaller learning rate"
         ), at
     return "completed", "", None
 

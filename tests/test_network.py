@@ -314,12 +314,28 @@ def test_arrays_from_another_device_are_backend_errors_naming_the_argument(backe
         ({"dtype": "float16"}, BackendError, r"unsupported dtype 'float16'"),
         ({"dtype": "int32"}, BackendError, r"unsupported dtype 'int32'"),
         ({"hidden_size": 0}, InputError, r"layer sizes must be positive integers"),
+        ({"seed": -1}, InputError, r"seed must be a non-negative integer or None, got -1"),
+        ({"seed": 1.5}, InputError, r"seed must be a non-negative integer or None, got 1.5"),
+        ({"seed": "abc"}, InputError, r"seed must be a non-negative integer or None"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, message):
     args = {"input_size": 12, "hidden_size": 6, "output_size": 4, "device": "cpu", **kwargs}
     with pytest.raises(error, match=message):
         TwoLayerNet(**args)
+
+
+def test_bad_chunks_and_empty_batches_are_one_sentence(backend):
+    net = TwoLayerNet(12, 6, 4, seed=0, device=backend)
+    x, t, _, _ = _batch(backend, 12, 4, 3, "index")
+    for chunk in (0, -3, 2.5, True):
+        with pytest.raises(InputError, match=r"^chunk must be a positive integer"):
+            net.predict_labels(x, chunk=chunk)
+    empty_x = backend.asarray(np.zeros((0, 12)), dtype=backend.dtype)
+    empty_t = backend.asarray(np.zeros(0, dtype=np.int64))
+    for call in (net.loss, net.gradient, net.accuracy):
+        with pytest.raises(InputError, match=r"^the batch is empty"):
+            call(empty_x, empty_t)
 
 
 def test_unknown_numerical_method(backend):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from backends import get_backend
 from nnx.errors import InputError
 from nnx.layers import Affine
 from nnx.optimizers import (
@@ -274,3 +275,14 @@ def test_missing_gradient_is_a_clear_error(backend):
     params = {"W": backend.asarray([1.0]), "b": backend.asarray([0.0])}
     with pytest.raises(InputError, match="grads has no entry for parameter 'b'"):
         SGD().update(params, {"W": backend.asarray([1.0])})
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_gradients_from_another_device_are_one_sentence_and_change_nothing(backend, name):
+    other = get_backend("cpu" if backend.name == "strict" else "strict")
+    params = {"W": backend.asarray([1.0, 2.0]), "b": backend.asarray([0.5])}
+    grads = {"W": other.asarray([0.1, 0.1]), "b": backend.asarray([0.1])}
+    with pytest.raises(InputError, match=r"^grads\['W'\] is not on the device of params\['W'\]"):
+        make_optimizer(name).update(params, grads)
+    np.testing.assert_array_equal(backend.to_numpy(params["W"]), [1.0, 2.0])
+    np.testing.assert_array_equal(backend.to_numpy(params["b"]), [0.5])

@@ -101,8 +101,26 @@ def run(args: argparse.Namespace) -> int:
             if not (out / rundir.CHECKPOINT).exists() and not (out / "history.json").exists():
                 (out / "config.json").unlink(missing_ok=True)  # nothing was done: leave nothing
     if result.status == "diverged":
-        raise DivergenceError(result.message)
+        raise DivergenceError(_divergence_advice(config, data, result))
     return 0
+
+
+def _divergence_advice(config: TrainConfig, data: Any, result: TrainResult) -> str:
+    """The run's message, with a learning rate checked to get past the divergence: the same
+    run (weights, batches) is tried at 1/10, 1/100, ... of the rate (six at most), each for
+    twice the iterations that diverged (100 at least: losses are checked every 50)."""
+    at = result.diverged_at or 1
+    iters = min(max(2 * at, 100), config.iters)
+    for k in range(1, 7):
+        lr = config.lr / 10**k
+        probe = dataclasses.replace(config, lr=lr, iters=iters)
+        probe.eval_every = probe.iters
+        if train(probe, data, log=lambda _: None, progress=False).status == "completed":
+            head = result.message.removesuffix("; try a smaller learning rate")
+            return (f"{head}; --lr {lr:g} trains past iteration {probe.iters} without "
+                    "diverging (tried from the same start)")
+    return (f"{result.message}: even --lr {lr:g} diverges within {iters} iterations, so "
+            "check the data and --weight-init-std too")
 
 
 def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True) -> None:
