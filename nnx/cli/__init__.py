@@ -1,4 +1,4 @@
-"""The ``nnx`` command: ``nnx info``, ``nnx train``, ``nnx gradcheck``, ``nnx bench``.
+"""The ``nnx`` command: ``info``, ``train``, ``gradcheck``, ``evaluate``, ``predict``, ``bench``.
 
 Each subcommand lives in its own module, which provides ``configure(parser)`` to add
 its flags and ``run(args) -> int``; only the module of the subcommand that runs is
@@ -20,6 +20,8 @@ SUBCOMMANDS = {
     "train": ("nnx.cli.train", "train the two-layer net on MNIST"),
     "gradcheck": ("nnx.cli.gradcheck", "compare backprop with numerical gradients (chapter 5)"),
     "bench": ("nnx.bench.gradients", "time backprop and numerical gradients on every device"),
+    "evaluate": ("nnx.cli.evaluate", "per-class accuracy and figures of a trained run"),
+    "predict": ("nnx.cli.predict", "classify PNG or JPEG images of digits with a trained run"),
 }
 
 

@@ -1,0 +1,50 @@
+"""Evaluate a trained run on MNIST: per-class accuracy, precision and recall, and figures.
+
+Loads RUN_DIR's params.npz and config.json (a run trained on any device loads on any
+other, in the run's dtype), classifies the test (or training) set, prints the table and
+writes confusion.png (rows true, columns predicted), misclassified.png (the most
+confidently wrong images) and evaluation.json into RUN_DIR, or --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nnx import evaluation, io, rundir
+from nnx.cli import program
+from nnx.mnist import load_mnist
+from nnx.training import describe
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run nnx train wrote")
+    parser.add_argument("--set", choices=("test", "train"), default="test",
+                        help="the MNIST set to classify (default: test)")
+    program.add_device_argument(parser)
+    program.add_data_arguments(parser)
+    program.add_out_argument(parser, None, "evaluation files", "RUN_DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    net, _ = evaluation.load_run(args.run_dir, args.device)  # a bad run fails before any work
+    be = net.backend
+    train_set, test_set = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+    x, t = test_set if args.set == "test" else train_set
+    with program.output_dir(args.out or args.run_dir) as out:
+        ev = evaluation.evaluate(net, be.asarray(x, dtype=be.dtype), be.asarray(t))
+        history = args.run_dir / "history.json"
+        final = rundir.read_json(history).get("final_test_acc") if history.is_file() else None
+        print(f"{describe(net)} of {args.run_dir}, the {args.set} set, on {be} ({be.reason})")
+        print(ev.table())
+        if args.set == "test" and final is not None:
+            print(f"the run's final test accuracy (history.json): {final:.4f}")
+        title = f"{describe(net)}, {args.set} set: accuracy {ev.accuracy:.4f}"
+        evaluation.plot_confusion(ev.confusion, out / "confusion.png", title)
+        evaluation.plot_misclassified(x, ev, out / "misclassified.png",
+                                      f"Most confidently wrong, {args.set} set")
+        io.write_json(out / "evaluation.json", {
+            "run": str(args.run_dir), "set": args.set, "device": be.device,
+            "final_test_acc": final, **ev.to_json()})
+        print(f"wrote confusion.png, misclassified.png and evaluation.json to {out}")
+    return 0

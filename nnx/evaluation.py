@@ -1,0 +1,235 @@
+"""Looking inside a trained net: a saved run loaded on any device, its confusion matrix and
+per-class figures, its most confidently wrong images, and photos of digits made into what
+MNIST images are (as MNIST itself was prepared: greyscale, a dark background, the digit
+scaled into a 20x20 box and centred by its centre of mass in 28x28).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends import Backend, get_backend
+from nnx import io, rundir
+from nnx.errors import DataError, InputError
+from nnx.functions import one_hot, softmax
+from nnx.network import PREDICT_CHUNK, MultiLayerNet
+
+CLASSES = 10
+SIDE, BOX = 28, 20  # MNIST: a 28x28 image, the digit scaled into a 20x20 box
+FAINT = 0.05  # of the digit's peak: below it, a pixel is a halo (resampling ringing, blur)
+
+
+def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = None
+             ) -> tuple[MultiLayerNet, dict[str, Any]]:
+    """The net saved in ``run_dir`` (by ``nnx train``) on ``device``, in the run's dtype, and
+    its config; :class:`InputError` or :class:`DataError` naming the file and the fix."""
+    path = Path(run_dir)
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path} is not an nnx run directory (it holds no config.json); give "
+                         "a directory that nnx train wrote")
+    config = rundir.read_json(path / "config.json")
+    sizes, activation = config.get("sizes"), config.get("activation")
+    if not (isinstance(sizes, list) and len(sizes) > 1 and isinstance(activation, str)):
+        raise DataError(f"{path / 'config.json'} names no layer sizes and activation; restore "
+                        "it or re-train")
+    if not (path / "params.npz").exists():
+        status = (rundir.read_json(path / "history.json").get("status")
+                  if (path / "history.json").is_file() else None)
+        fix = ("it diverged; re-train with a smaller --lr" if status == "diverged" else
+               f"continue it with nnx train --resume {path}" if (path / rundir.CHECKPOINT)
+               .exists() else "wait for the run to finish, or re-train")
+        raise InputError(f"{path / 'params.npz'} does not exist: the run saved no parameters; "
+                         f"{fix}")
+    params = io.load_params(path / "params.npz", sizes=sizes)
+    be = get_backend(device, config.get("dtype", "float64"))
+    net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation, device=be)
+    for key, value in params.items():  # predict reads the dict at every call
+        net.params[key] = be.asarray(value, dtype=be.dtype)
+    return net, config
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` found, as host values: the confusion matrix (rows true,
+    columns predicted) and the most confidently wrong rows, most confident first."""
+
+    confusion: np.ndarray
+    wrong_index: np.ndarray
+    wrong_true: np.ndarray
+    wrong_label: np.ndarray
+    wrong_prob: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion)) / max(int(self.confusion.sum()), 1)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Per class: images, one-vs-rest accuracy, precision and recall (None if undefined)."""
+        c, n = self.confusion, int(self.confusion.sum())
+        rows = []
+        for k in range(c.shape[0]):
+            tp, true, pred = int(c[k, k]), int(c[k].sum()), int(c[:, k].sum())
+            rows.append({"class": k, "images": true, "accuracy": (n - true - pred + 2 * tp) / n,
+                         "precision": tp / pred if pred else None,
+                         "recall": tp / true if true else None})
+        return rows
+
+    def table(self) -> str:
+        """The per-class figures and the overall accuracy, as text."""
+        def f(v: float | None) -> str:
+            return f"{v:10.4f}" if v is not None else f"{'-':>10}"
+
+        lines = [f"{'class':>5} {'images':>7} {'accuracy':>10} {'precision':>10} {'recall':>10}"]
+        lines += [f"{r['class']:5d} {r['images']:7d} {f(r['accuracy'])} {f(r['precision'])} "
+                  f"{f(r['recall'])}" for r in self.per_class()]
+        lines.append(f"{'all':>5} {int(self.confusion.sum()):7d} {f(self.accuracy)}   "
+                     "(accuracy per class: that class against the rest)")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        wrong = [{"index": int(i), "true": int(t), "predicted": int(p), "probability": float(q)}
+                 for i, t, p, q in zip(self.wrong_index, self.wrong_true, self.wrong_label,
+                                       self.wrong_prob, strict=True)]
+        return {"accuracy": self.accuracy, "images": int(self.confusion.sum()),
+                "classes": self.per_class(), "confusion": self.confusion.tolist(),
+                "most_confident_wrong": wrong}
+
+
+def evaluate(net: MultiLayerNet, x: Any, t: Any, n_wrong: int = 24) -> Evaluation:
+    """Classify ``x`` (on the net's device) against labels ``t``; computed there, only the
+    10x10 counts and the ``n_wrong`` most confidently wrong rows move to the host."""
+    be, xp = net.backend, net.xp
+    with be.scope():
+        pred = net.predict_labels(x)  # the arithmetic of net.accuracy
+        counts = xp.matmul(xp.matrix_transpose(one_hot(t, CLASSES, xp.float64)),
+                           one_hot(pred, CLASSES, xp.float64))
+        ends = [(s, min(s + PREDICT_CHUNK, x.shape[0])) for s in range(0, x.shape[0],
+                                                                       PREDICT_CHUNK)]
+        top = xp.concat([xp.max(softmax(net.predict(x[s:e, ...])), axis=1) for s, e in ends])
+        score = xp.astype(top, xp.float64) - 2.0 * xp.astype(pred == t, xp.float64)
+        order = xp.argsort(score, descending=True)[:n_wrong]
+        picked = be.to_numpy(xp.stack([xp.astype(v, xp.float64) for v in (
+            order, xp.take(t, order), xp.take(pred, order), xp.take(score, order))]))
+        confusion = np.rint(be.to_numpy(counts)).astype(np.int64)
+    picked = picked[:, picked[3] > 0]  # right rows scored below zero
+    return Evaluation(confusion, *picked[:3].astype(np.int64), picked[3])
+
+
+# -- images of digits ------------------------------------------------------------------------
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """A PNG or JPEG file as MNIST's ``load_mnist(normalize=True)`` gives an image: (784,)
+    float32 in [0, 1]; :class:`DataError` naming the file if it is unreadable or blank."""
+    from PIL import Image
+
+    try:
+        if not (size := io.file_size(path)):
+            raise io.BadFile("does not exist" if size is None else "is empty (0 bytes)")
+        with Image.open(path, formats=("PNG", "JPEG")) as img:
+            img.load()
+            if 0 in img.size:
+                raise io.BadFile("has no pixels")
+            grey = _grey(img)
+    except Exception as exc:  # PIL raises many kinds for damaged bytes
+        what = exc if isinstance(exc, io.BadFile) else \
+            f"is not a PNG or JPEG image that can be read ({io.brief(exc)})"
+        raise DataError(f"{path} {what}; give a PNG or JPEG image of a digit") from exc
+    try:
+        return mnist_like(grey)
+    except InputError as exc:
+        raise DataError(f"{path} {exc}; give an image with a digit on a plain background") \
+            from None
+
+
+def _grey(img: Any) -> np.ndarray:
+    """Luminance in [0, 1]; transparent pixels become the opposite of the ink's colour."""
+    if img.mode.startswith("I;16"):
+        return np.asarray(img, dtype=np.float64) / 65535
+    la = np.asarray(img.convert("RGBA").convert("LA"), dtype=np.float64) / 255
+    grey, alpha = la[..., 0], la[..., 1]
+    if alpha.min() < 1:
+        ink = float(np.sum(grey * alpha) / max(alpha.sum(), 1e-12))
+        grey = grey * alpha + (1.0 if ink < 0.5 else 0.0) * (1 - alpha)
+    return grey
+
+
+def mnist_like(grey: np.ndarray) -> np.ndarray:
+    """A greyscale image (H, W) in [0, 1] of one digit, any size or polarity, prepared as
+    MNIST was: the border's colour is the background (inverted if light), its noise level
+    is cut, the digit's bounding box is scaled into 20x20 preserving its aspect ratio and
+    placed in 28x28 with its centre of mass at the centre. (784,) float32 in [0, 1]."""
+    from PIL import Image
+
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 0.5:
+        grey, border = 1 - grey, 1 - border
+    med = np.median(border)
+    floor = med + 3 * 1.4826 * np.median(np.abs(border - med))  # the background's noise
+    peak = float(grey.max())
+    if peak - floor < 0.05:
+        raise InputError("is blank (one colour, no digit to see)")
+    digit = np.clip((grey - floor) / (peak - floor), 0, 1)
+    rows, cols = np.nonzero(digit > FAINT)  # the digit's extent: faint halos do not count
+    long = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    m = -(-long // BOX)  # a margin of one pixel of the result keeps the halo, not far specks
+    digit = np.pad(digit, m)[rows.min():rows.max() + 2 * m + 1, cols.min():cols.max() + 2 * m + 1]
+    size = (max(1, round(digit.shape[1] * BOX / long)), max(1, round(digit.shape[0] * BOX / long)))
+    small = np.asarray(Image.fromarray(digit.astype(np.float32), "F")
+                       .resize(size, Image.Resampling.BOX), dtype=np.float64).clip(0, 1)
+    rows, cols = np.nonzero(small)  # the margin's empty rows must not limit the placement
+    small = small[rows.min():rows.max() + 1, cols.min():cols.max() + 1][:SIDE, :SIDE]
+    h, w = small.shape
+    cy, cx = np.indices(small.shape).reshape(2, -1) @ small.reshape(-1) / small.sum()
+    top = min(max(round(SIDE / 2 - cy), 0), SIDE - h)  # MNIST's centres of mass lie at 14
+    left = min(max(round(SIDE / 2 - cx), 0), SIDE - w)
+    out = np.zeros((SIDE, SIDE), dtype=np.float32)
+    out[top:top + h, left:left + w] = small
+    return out.reshape(-1)
+
+
+# -- figures ---------------------------------------------------------------------------------
+def plot_confusion(confusion: np.ndarray, path: str | os.PathLike[str], title: str) -> None:
+    """The confusion matrix as a heatmap with its counts (log colour scale: errors show)."""
+    from matplotlib.colors import LogNorm
+
+    from nnx.plots import figure, save_figure
+
+    fig = figure(7.0, 6.2)
+    ax = fig.add_subplot()
+    shown = np.ma.masked_equal(confusion, 0)
+    image = ax.imshow(shown, cmap="Blues", norm=LogNorm(1, max(int(confusion.max()), 2)))
+    n = confusion.shape[0]
+    for i in range(n):
+        for j in range(n):
+            dark = confusion[i, j] > confusion.max() ** 0.6
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class",
+           title=title)
+    fig.colorbar(image, ax=ax, label="images (log scale)")
+    save_figure(fig, path)
+
+
+def plot_misclassified(images: np.ndarray, ev: Evaluation, path: str | os.PathLike[str],
+                       title: str, cols: int = 6) -> None:
+    """A grid of the most confidently wrong of ``images`` (host, (N, 784)), with their labels."""
+    from nnx.plots import figure, save_figure
+
+    n = max(len(ev.wrong_index), 1)
+    rows = -(-n // cols)
+    fig = figure(1.45 * cols, 1.6 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i, t, p, q in zip(axes, ev.wrong_index, ev.wrong_true, ev.wrong_label, ev.wrong_prob,
+                              strict=False):
+        ax.imshow(np.asarray(images[i]).reshape(SIDE, SIDE), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"#{i}: true {t}\npredicted {p}, p = {q:.2f}", fontsize=8)
+    if not len(ev.wrong_index):
+        axes[0].text(0.5, 0.5, "no image is misclassified", ha="center", va="center")
+    fig.suptitle(title)
+    save_figure(fig, path)
