@@ -110,6 +110,9 @@ class MultiLayerNet:
     def predict(self, x: Array) -> Array:
         """The logits (scores before softmax) for a batch ``x`` of shape (N, input_size)."""
         self._check_x(x)
+        return self._forward(x)
+
+    def _forward(self, x: Array) -> Array:  # the forward pass, checked and on the device
         # Re-read the dict: a user may have replaced an array instead of updating it in place.
         for k, layer in enumerate(self.affines, start=1):
             layer.W, layer.b = self.params[f"W{k}"], self.params[f"b{k}"]
@@ -123,12 +126,13 @@ class MultiLayerNet:
     def loss(self, x: Array, t: Array) -> Array:
         """Mean cross-entropy of the batch, a 0-d array on the device."""
         self._check_t(x, t)
-        return self.last_layer.forward(self.predict(x), t)
+        return self.last_layer.forward(self._forward(x), t)
 
     @_on_device
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Gradients of :meth:`loss` by backpropagation, keyed like ``params``."""
-        self.loss(x, t)
+        self._check_t(x, t)
+        self.last_layer.forward(self._forward(x), t)
         dout = self.last_layer.backward(1.0)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
@@ -157,7 +161,7 @@ class MultiLayerNet:
         labels = []
         for s in range(0, max(x.shape[0], 1), chunk):  # an empty x gives an empty result
             e = min(s + chunk, x.shape[0])  # the standard leaves out-of-bounds stops undefined
-            labels.append(self.xp.argmax(self.predict(x[s:e, ...]), axis=1))
+            labels.append(self.xp.argmax(self._forward(x[s:e, ...]), axis=1))
         return labels[0] if len(labels) == 1 else self.xp.concat(labels)
 
     @_on_device
@@ -166,7 +170,8 @@ class MultiLayerNet:
 
         The input is flattened to (N, fan_in); the last output is the logits.
         """
-        self.predict(x)
+        self._check_x(x)
+        self._forward(x)
         return [(layer.x, layer.out) for layer in self.affines]
 
     @_on_device
