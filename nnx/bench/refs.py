@@ -164,7 +164,7 @@ def fused_training(data: Any, iters: int, seed: int) -> float:
     per_epoch = max(x_train.shape[0] // 100, 1)
 
     def accuracy(x: np.ndarray, t: np.ndarray) -> float:
-        # Feature-major, as nnx evaluates: the BLAS runs W.T @ x.T faster than x @ W here.
+        # Feature-major: on some CPUs the BLAS runs W.T @ x.T faster than x @ W.
         y = p["W2"].T @ np.maximum(p["W1"].T @ x.T + p["b1"][:, None], 0.0) + p["b2"][:, None]
         return float(np.mean(np.argmax(y, axis=0) == t))
 
