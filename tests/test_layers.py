@@ -178,3 +178,20 @@ def test_backward_never_modifies_dout(backend):
         for out in outs:
             assert out is not dout, name
             assert out.dtype == backend.dtype, name
+
+
+def test_affine_on_thousands_of_rows_computes_the_same_product(backend):
+    """From FEATURE_MAJOR_ROWS rows the product is taken as (W.T @ x.T).T: same values."""
+    from nnx.layers import FEATURE_MAJOR_ROWS
+
+    rng = np.random.default_rng(7)
+    n = FEATURE_MAJOR_ROWS + 3
+    x, w, b = rng.standard_normal((n, 9)), rng.standard_normal((9, 4)), rng.standard_normal(4)
+    layer = Affine(backend.asarray(w, dtype=backend.dtype), backend.asarray(b, dtype=backend.dtype))
+    out = layer.forward(backend.asarray(x, dtype=backend.dtype))
+    assert_on(backend, out)
+    tol = 1e-5 if backend.dtype == backend.xp.float32 else 1e-12
+    np.testing.assert_allclose(backend.to_numpy(out), x @ w + b, rtol=tol, atol=tol)
+    dx = layer.backward(backend.asarray(np.ones((n, 4)), dtype=backend.dtype))
+    np.testing.assert_allclose(backend.to_numpy(layer.dW), x.T @ np.ones((n, 4)), rtol=tol)
+    np.testing.assert_allclose(backend.to_numpy(dx), np.ones((n, 4)) @ w.T, rtol=tol, atol=tol)
