@@ -8,15 +8,11 @@ downloaded into that same directory, an explicit one included, from the first of
 :data:`MIRRORS` that serves a good copy; with ``download=False`` it is an error.
 
 Every file is checked before use: its gzip stream, IDX header and size, shape, label
-range, and the SHA-256 of its *decompressed* content, so any faithful copy passes
-however it was compressed. A download is written to a temporary file beside its
-destination and renamed into place only once verified (:func:`nnx.io.download`): a
-broken download never poisons the cache, and two processes downloading at once do not
-clash.
-
-The IDX format: a 4-byte magic number (two zero bytes, a type code, the number of
-dimensions), one big-endian uint32 per dimension, then the values in C order; a name
-ending in ``.gz`` is gzip-compressed.
+range, and the SHA-256 of its *decompressed* content, so any faithful copy passes however
+it was compressed; a download is renamed into place only once verified. IDX: a 4-byte
+magic number (0, 0, a type code, the number of dimensions), a big-endian uint32 per
+dimension, then the values in C order. A .gz is also kept decompressed in the user cache,
+verified like the original and tied to its path, size and time: it loads at disk speed.
 """
 
 from __future__ import annotations
@@ -27,6 +23,7 @@ import math
 import os
 import struct
 import zlib
+from contextlib import suppress
 from http.client import HTTPException
 from io import BytesIO
 from itertools import islice
@@ -62,9 +59,8 @@ MAX_BYTES: dict[str, int] = {
     "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008,
 }
 
-# Base URLs tried in order; each serves "<name>.gz". yann.lecun.com, the original home
-# the book downloads from, now answers 403 to scripts, so it is left out: listing it
-# would only replace a useful last error with "HTTP 403".
+# Base URLs tried in order; each serves "<name>.gz". yann.lecun.com, the book's source,
+# answers 403 to scripts: listing it would only make "HTTP 403" the last error.
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",  # PyTorch's mirror
     "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's mirror
@@ -206,8 +202,7 @@ def load_mnist(
         if len(images) != len(labels):
             names = MNIST_FILES[f"{split}_images"], MNIST_FILES[f"{split}_labels"]
             raise DataError(f"{directory} holds {len(images)} images in {names[0]} but "
-                            f"{len(labels)} labels in {names[1]}; replace both with faithful "
-                            "copies")
+                            f"{len(labels)} labels in {names[1]}; replace both with copies")
         splits.append((_images(images, normalize, flatten), _labels(labels, one_hot_label)))
     return splits[0], splits[1]
 
@@ -224,11 +219,7 @@ def _images(x: np.ndarray, normalize: bool, flatten: bool) -> np.ndarray:
 
 def _labels(t: np.ndarray, one_hot: bool) -> np.ndarray:
     t = t.astype(np.int64)
-    if not one_hot:
-        return t
-    rows = np.zeros((t.size, 10), dtype=np.float32)
-    rows[np.arange(t.size), t] = 1.0
-    return rows
+    return np.eye(10, dtype=np.float32)[t] if one_hot else t
 
 
 # -- finding and verifying files ----------------------------------------------------
@@ -247,11 +238,10 @@ def _load_files(directory: Path, download: bool) -> dict[str, np.ndarray]:
                         f"without .gz uncompressed) in {directory}, or allow downloading "
                         "(download=True)")
     if missing:
-        existed = directory.is_dir()
+        what = f"write to {directory}" if directory.is_dir() else f"create {directory}"
         try:
             io.writable_dir(directory)
         except OSError as exc:
-            what = f"write to {directory}" if existed else f"create {directory}"
             raise DataError(f"cannot {what} to download MNIST into ({exc.strerror or exc}); "
                             f"choose a writable directory with --data-dir or {ENV_VAR}") from exc
     for role, name in MNIST_FILES.items():
@@ -292,12 +282,32 @@ def _verify(raw: bytes, name: str) -> np.ndarray:
 
 
 def _read_verified(path: Path, name: str, download: bool) -> np.ndarray:
+    cache = _decoded(path, name)  # the decompressed copy (module docstring)
+    with suppress(OSError, io.BadFile):
+        if cache is not None and io.file_size(cache):
+            return _verify(read_bytes(cache, MAX_BYTES.get(name)), name)
     try:
-        return _verify(read_bytes(path, MAX_BYTES.get(name)), name)
+        raw = read_bytes(path, MAX_BYTES.get(name))
+        array = _verify(raw, name)
     except io.BadFile as exc:
         fix = "delete it to download a fresh copy" if download else \
             f"replace it with a faithful copy of {name}.gz"
         raise DataError(f"{path} {exc}; {fix}") from exc
+    with suppress(OSError):
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            for old in cache.parent.glob(f"{name}.*"):  # of an earlier version of the file
+                old.unlink()
+            io.write_bytes(cache, raw)
+    return array
+
+
+def _decoded(path: Path, name: str) -> Path | None:
+    if not path.name.endswith(".gz"):
+        return None
+    st = path.stat()
+    tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    return default_data_dir().parent / "mnist-decoded" / f"{name}.{tag[:16]}"
 
 
 # -- downloading ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ The CUDA lanes are skipped with the real reason when no GPU works; ``NNX_REQUIRE
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ _LANES += [(d, t) for d in _CUDA or ["cuda"] for t in ("float64", "float32")]
 def pytest_configure(config) -> None:
     if os.environ.get(REQUIRE_CUDA, "").strip() == "1" and NO_CUDA:
         pytest.exit(f"{REQUIRE_CUDA}=1 but the CUDA lanes cannot run: {NO_CUDA}", returncode=1)
+    # The user cache (MNIST's decoded copies, downloads) of this run, subprocesses included:
+    # the tests never write into the real one.
+    config._nnx_cache = tempfile.TemporaryDirectory(prefix="nnx-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = config._nnx_cache.name
+
+
+def pytest_unconfigure(config) -> None:
+    cache = getattr(config, "_nnx_cache", None)
+    if cache is not None:
+        cache.cleanup()
 
 
 def _lane(device: str, dtype: str):

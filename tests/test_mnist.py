@@ -544,3 +544,26 @@ def test_a_tilde_naming_no_user_is_one_sentence(monkeypatch, where):
     message = one_sentence(exc)
     assert value in message and "full path" in message
     assert (mnist.ENV_VAR in message) == (where == "environment")
+
+
+def test_a_gz_is_kept_decompressed_and_the_copy_is_checked_like_the_file(tmp_path, fake,
+                                                                         monkeypatch):
+    data = populate(tmp_path / "data", fake)
+    first = load_mnist(data_dir=data, download=False)
+    folder = default_data_dir().parent / "mnist-decoded"
+    copies = {p.name.split(".")[0]: p for p in folder.iterdir()}
+    assert set(copies) == set(fake) and all(copies[n].read_bytes() == fake[n] for n in fake)
+    with monkeypatch.context() as m:  # the copies are read now: nothing is decompressed
+        m.setattr(mnist, "decompress", lambda *a, **k: pytest.fail("decompressed again"))
+        again = load_mnist(data_dir=data, download=False)
+    for a, b in zip(first, again, strict=True):
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # A damaged copy is never trusted: the verified file is read and the copy rebuilt.
+    copies["t10k-labels-idx1-ubyte"].write_bytes(b"\0\0\x08\x01\0\0\0\x02\x09\x09")
+    (_, _), (_, t_test) = load_mnist(data_dir=data, download=False)
+    assert t_test.tolist() == [7, 2]
+    assert copies["t10k-labels-idx1-ubyte"].read_bytes() == fake["t10k-labels-idx1-ubyte"]
+    # A corrupt file is named, never hidden by the copy of its earlier, good version.
+    write(data / "train-labels-idx1-ubyte.gz", fake["train-labels-idx1-ubyte"][:-1])
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz is truncated"):
+        load_mnist(data_dir=data, download=False)
