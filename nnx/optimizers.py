@@ -40,12 +40,15 @@ class Optimizer:
 
     def __init__(self, lr: float) -> None:
         self.lr = positive_number("lr", lr)
+        self._scratch = False
 
-    def update(self, params: Params, grads: Grads) -> None:
+    def update(self, params: Params, grads: Grads, *, scratch: bool = False) -> None:
         """Apply one step to every array in ``params``, in place, using ``grads``.
 
         Runs on the parameters' device (CuPy makes state and runs kernels on the current
-        device, which need not be theirs).
+        device, which need not be theirs). ``scratch=True`` lets the step use the gradient
+        arrays' memory (a training loop's own gradients, never read again): the same
+        numbers with fewer temporaries.
         """
         for key in params:
             if key not in grads:
@@ -54,6 +57,7 @@ class Optimizer:
             if type(g) is not type(p) or getattr(g, "device", None) != getattr(p, "device", None):
                 raise InputError(f"grads[{key!r}] is not on the device of params[{key!r}]: "
                                  "move it there with backend.asarray()")
+        self._scratch = scratch
         with device_scope(next(iter(params.values()), None)):
             self._step(params, grads)
 
@@ -102,7 +106,12 @@ class SGD(Optimizer):
     def _step(self, params: Params, grads: Grads) -> None:
         """``params[key] -= lr * grads[key]`` for every key, in place."""
         for key in params:
-            params[key] -= self.lr * grads[key]
+            g = grads[key]
+            if self._scratch:  # lr * g into g's own memory: no temporary
+                g *= self.lr
+                params[key] -= g
+            else:
+                params[key] -= self.lr * g
 
 
 class Momentum(Optimizer):

@@ -218,7 +218,7 @@ class _Loop:
                     timer.start()
                     grads = gradient(x, t)
                     timer.stop()
-                    self.optimizer.update(net.params, grads)
+                    self.optimizer.update(net.params, grads, scratch=True)
                     pending.append(net.last_layer.loss)
                     self.i += 1
                     due = self.i % every == 0 and self.on_checkpoint is not None

@@ -14,7 +14,7 @@ from nnx.training import CHECK_EVERY, TrainConfig, train
 from tests.counting import counting
 
 GRADIENT_ARRAYS = 27  # net.gradient(x, t) with integer labels
-ITERATION_ARRAYS = 29  # one training iteration: gathers, gradient, SGD update
+ITERATION_ARRAYS = 25  # one training iteration: gathers, gradient, SGD update
 
 
 @pytest.fixture

@@ -286,3 +286,13 @@ def test_gradients_from_another_device_are_one_sentence_and_change_nothing(backe
         make_optimizer(name).update(params, grads)
     np.testing.assert_array_equal(backend.to_numpy(params["W"]), [1.0, 2.0])
     np.testing.assert_array_equal(backend.to_numpy(params["b"]), [0.5])
+
+
+def test_sgd_on_scratch_gradients_takes_the_same_step(backend):
+    rng = np.random.default_rng(3)
+    w, g = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    plain = {"W": backend.asarray(w, dtype=backend.dtype)}
+    scratch = {"W": backend.asarray(w, dtype=backend.dtype)}
+    SGD(lr=0.3).update(plain, {"W": backend.asarray(g, dtype=backend.dtype)})
+    SGD(lr=0.3).update(scratch, {"W": backend.asarray(g, dtype=backend.dtype)}, scratch=True)
+    assert np.array_equal(backend.to_numpy(plain["W"]), backend.to_numpy(scratch["W"]))
