@@ -10,6 +10,8 @@ CuPy and its array namespace come through one seam each, :func:`_import` and
 from __future__ import annotations
 
 import functools
+import re
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -29,12 +31,31 @@ NO_DRIVER = "no NVIDIA driver is visible"
 def _import() -> tuple[ModuleType | None, str]:
     """CuPy, or None and why not (the seam the tests replace)."""
     try:
-        import cupy
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import cupy
     except ImportError as exc:
         return None, f"CuPy is not installed ({exc}); {INSTALL_HINT}"
     except Exception as exc:  # a broken CUDA install can raise anything at import time
         return None, f"CuPy failed to import ({type(exc).__name__}: {exc}); {DRIVER_HINT}"
-    return cupy, ""
+    duplicates = _duplicates(caught)
+    for w in caught:  # CuPy's other import-time warnings still reach the user
+        if "multiple CuPy packages" not in str(w.message):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return (None, duplicates) if duplicates else (cupy, "")
+
+
+def _duplicates(caught: list[warnings.WarningMessage]) -> str:
+    """CuPy's own warning that several CuPy wheels are installed, as one sentence."""
+    for w in caught:
+        text = str(w.message)
+        if "multiple CuPy packages" in text:
+            listed = text.split("environment:", 1)[-1].split("Follow", 1)[0]
+            found = ", ".join(dict.fromkeys(re.findall(r"[\w-]*cupy[-\w]*", listed)))
+            return (f"several CuPy packages are installed at once ({found}); pip uninstall "
+                    "all of them, then install the one nnx extra that matches the driver's "
+                    'CUDA version (nvidia-smi): pip install "nnx[cuda12]" or "nnx[cuda13]"')
+    return ""
 
 
 def _namespace() -> ModuleType:

@@ -334,3 +334,40 @@ def test_real_cupy_nnx_info_works_and_says_why(real_cupy_without_driver):
     assert info["cupy"] == real_cupy_without_driver.__version__
     assert info["cuda_driver"] is None and info["gpus"] == []
     assert info["resolves_to"] == "cpu" and "no NVIDIA driver" in info["reason"]
+
+
+# CuPy's own warning when several CuPy wheels are installed (cupy/_environment.py, CuPy 14).
+DUPLICATE_WARNING = """
+--------------------------------------------------------------------------------
+
+  CuPy may not function correctly because multiple CuPy packages are installed
+  in your environment:
+
+    cupy-cuda12x, cupy-cuda13x
+
+  Follow these steps to resolve this issue:
+
+    1. For all packages listed above, run the following command to remove all
+       existing CuPy installations:
+"""
+
+
+def test_two_cupy_wheels_installed_at_once_are_one_sentence(tmp_path, monkeypatch):
+    fake = tmp_path / "cupy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        f"import warnings\nwarnings.warn({DUPLICATE_WARNING!r})\n__version__ = '14.2.0'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    _cuda._import.cache_clear()
+    _cuda._count.cache_clear()
+    try:
+        cupy, why = _cuda._import()
+        assert cupy is None and "\n" not in why
+        assert why.startswith("several CuPy packages are installed at once "
+                              "(cupy-cuda12x, cupy-cuda13x); pip uninstall all of them")
+        assert _cuda.problem(None) == why
+    finally:
+        monkeypatch.delitem(sys.modules, "cupy", raising=False)
+        _cuda._import.cache_clear()
+        _cuda._count.cache_clear()
