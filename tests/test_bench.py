@@ -433,3 +433,24 @@ def test_running_out_of_memory_is_one_line_with_the_size(capsys):
     err = capsys.readouterr().err
     assert err.startswith("prog: error: out of memory (unable to allocate ") and "PiB" in err
     assert err.rstrip().endswith("; try smaller sizes") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("batch", "hidden"), [(3000, 50), (100, 1000)])
+def test_the_numerical_memory_estimate_covers_the_measured_peak(mnist_dir, batch, hidden):
+    """NumPy's allocations (tracemalloc) at the largest sweep batch and hidden size."""
+    import tracemalloc
+
+    from nnx.bench.sweep import numerical_bytes
+
+    be = get_backend("cpu")
+    host = DataSource(str(mnist_dir), 0).batch(batch)
+    net = make_net(be, hidden, 0)
+    x, t = on_device(be, host)
+    tracemalloc.start()
+    try:
+        net.numerical_gradient(x, t)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    density = float(np.count_nonzero(host.x)) / host.x.size
+    assert peak <= numerical_bytes(batch, hidden, density) <= 2 * peak
