@@ -130,12 +130,13 @@ def load_params(path: str | os.PathLike[str],
         keys = _check_npz(Path(path))
         with np.load(path, allow_pickle=False) as data:
             params = {key: data[key] for key in keys}
+        # The layer sizes the weights imply: W1's rows, then every W's columns.
         ws = [params[f"W{i}"].shape for i in range(1, len(keys) // 2 + 1)]
-        dims = [d[0] if d else 0 for d in (ws[0][:1], *(w[-1:] for w in ws))]  # as W's imply
-        for j, key in enumerate(keys):  # W1, b1, W2, ...: W{i} is dims[i-1:i+1], b{i} dims[i:i+1]
-            want = tuple(dims[j // 2 + j % 2:j // 2 + 2])
-            if params[key].shape != want or 0 in want:
-                raise BadFile(f"holds {key} of shape {params[key].shape}, not {want}")
+        dims = [w[-1] if w else 0 for w in [ws[0][:1], *ws]]
+        for i in range(1, len(ws) + 1):  # W{i} must be (dims[i-1], dims[i]), b{i} (dims[i],)
+            for key, want in ((f"W{i}", (dims[i - 1], dims[i])), (f"b{i}", (dims[i],))):
+                if params[key].shape != want or 0 in want:
+                    raise BadFile(f"holds {key} of shape {params[key].shape}, not {want}")
         if sizes is not None and dims != list(sizes):
             raise BadFile(f"holds a {'-'.join(map(str, dims))} net, not the {list(sizes)} expected")
         return params
