@@ -40,7 +40,6 @@ class Optimizer:
 
     def __init__(self, lr: float) -> None:
         self.lr = positive_number("lr", lr)
-        self._scratch = False
 
     def update(self, params: Params, grads: Grads, *, scratch: bool = False) -> None:
         """Apply one step to every array in ``params``, in place, using ``grads``.
@@ -57,9 +56,8 @@ class Optimizer:
             if type(g) is not type(p) or getattr(g, "device", None) != getattr(p, "device", None):
                 raise InputError(f"grads[{key!r}] is not on the device of params[{key!r}]: "
                                  "move it there with backend.asarray()")
-        self._scratch = scratch
         with device_scope(next(iter(params.values()), None)):
-            self._step(params, grads)
+            self._step(params, grads, scratch)
 
     def state_dict(self) -> dict[str, Any]:
         """The state as ``{"SLOT/KEY": array, "iter": n}`` (slots: v, h, m), for a checkpoint."""
@@ -82,7 +80,7 @@ class Optimizer:
                 raise InputError(f"{type(self).__name__} has no state {slot!r} to restore")
             getattr(self, slot)[key] = asarray(value)
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         raise NotImplementedError
 
     @property
@@ -103,11 +101,11 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         """``params[key] -= lr * grads[key]`` for every key, in place."""
         for key in params:
             g = grads[key]
-            if self._scratch:  # lr * g into g's own memory: no temporary
+            if scratch:  # lr * g into g's own memory: no temporary
                 g *= self.lr
                 params[key] -= g
             else:
@@ -125,7 +123,7 @@ class Momentum(Optimizer):
         self.momentum = unit_interval("momentum", momentum)
         self.v: dict[str, Array] = {}
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         """One momentum step for every key; the velocity ``v[key]`` lives beside the param."""
         for key in params:
             v = _state(self.v, key, params[key])
@@ -152,7 +150,7 @@ class Nesterov(Optimizer):
         self.momentum = unit_interval("momentum", momentum)
         self.v: dict[str, Array] = {}
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         """One Nesterov step for every key, in place."""
         mu = self.momentum
         for key in params:
@@ -173,7 +171,7 @@ class AdaGrad(Optimizer):
         super().__init__(lr)
         self.h: dict[str, Array] = {}
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         """One AdaGrad step for every key; ``h[key]`` sums the squared gradients."""
         for key in params:
             g = grads[key]
@@ -196,7 +194,7 @@ class RMSprop(Optimizer):
         self.decay_rate = unit_interval("decay_rate", decay_rate)
         self.h: dict[str, Array] = {}
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         """One RMSprop step for every key; ``h[key]`` is the running mean of dW**2."""
         for key in params:
             g = grads[key]
@@ -226,7 +224,7 @@ class Adam(Optimizer):
         self.m: dict[str, Array] = {}
         self.v: dict[str, Array] = {}
 
-    def _step(self, params: Params, grads: Grads) -> None:
+    def _step(self, params: Params, grads: Grads, scratch: bool = False) -> None:
         """One Adam step for every key, in place; ``iter`` counts the calls."""
         self.iter += 1
         b1, b2 = self.beta1, self.beta2

@@ -51,6 +51,7 @@ def locked(path: Path) -> Iterator[None]:
     """Hold ``path/.lock`` for the block: a second process on the same run is refused."""
     lock = path / ".lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    held = False
     try:
         try:
             import fcntl
@@ -61,12 +62,19 @@ def locked(path: Path) -> Iterator[None]:
         except OSError:
             raise InputError(f"another process is writing the run in {path}; wait for it "
                              "to end or choose another --out") from None
+        # The file may have been removed and made anew by its last holder in the meantime:
+        # then the lock held is an orphan's, and the run is another process's.
+        if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+            raise InputError(f"another process is writing the run in {path}; wait for it "
+                             "to end or choose another --out")
+        held = True
         for stale in path.glob(".*.part"):  # left by a killed write
             stale.unlink(missing_ok=True)
         yield
     finally:
-        with contextlib.suppress(OSError):
-            lock.unlink()
+        if held:  # never another process's lock
+            with contextlib.suppress(OSError):
+                lock.unlink()
         os.close(fd)
 
 

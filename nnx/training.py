@@ -132,8 +132,8 @@ def train(
     optimizer = make_optimizer(config.optimizer, lr=config.lr, **config.optimizer_options)
     rng = np.random.default_rng(batch_seed)
     loop = _Loop(config, be, net, optimizer, rng, log or tqdm.write,
-                 sys.stderr.isatty() if progress is None else progress)
-    loop.on_checkpoint, loop.stop = on_checkpoint, stop or (lambda: False)
+                 sys.stderr.isatty() if progress is None else progress, on_checkpoint,
+                 stop or (lambda: False))
     with be.scope():  # CuPy computes on the current device: make it the run's
         if resume is not None:
             loop.restore(resume)
@@ -144,9 +144,11 @@ class _Loop:
     """The state of one run: the net, the optimizer, the batch Generator, the history."""
 
     def __init__(self, config: TrainConfig, be: Backend, net: MultiLayerNet, optimizer: Any,
-                 rng: np.random.Generator, write: Callable[[str], None], show: bool) -> None:
+                 rng: np.random.Generator, write: Callable[[str], None], show: bool,
+                 on_checkpoint: Callable[[Checkpoint], None] | None,
+                 stop: Callable[[], bool]) -> None:
         self.config, self.be, self.net, self.optimizer, self.rng = config, be, net, optimizer, rng
-        self.write, self.show = write, show
+        self.write, self.show, self.on_checkpoint, self.stop = write, show, on_checkpoint, stop
         self.history: dict[str, list] = {k: [] for k in (
             "loss", "grad_time", "eval_iter", "eval_epoch", "train_acc", "test_acc",
             "eval_elapsed")}

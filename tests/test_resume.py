@@ -19,7 +19,7 @@ import pytest
 import nnx.io
 from nnx import rundir
 from nnx.cli import main as nnx_main
-from nnx.errors import DataError
+from nnx.errors import DataError, InputError
 from nnx.io import load_params
 from nnx.mnist import load_mnist
 from nnx.training import TrainConfig, train
@@ -149,6 +149,7 @@ def test_a_locked_run_directory_is_refused_and_stale_parts_are_removed(mnist_dir
         fcntl.flock(held, fcntl.LOCK_EX)
         assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 2
         assert "another process is writing the run" in capsys.readouterr().err
+        assert (out / ".lock").exists()  # the holder's lock is left alone
     assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 0
     assert not list(out.glob(".*.part")) and not (out / ".lock").exists()
 
@@ -221,3 +222,28 @@ def test_stop_signals_at_random_moments_leave_consistent_run_directories(mnist_d
             assert code == 0, err
             assert _consistent(out) == "completed"
     assert seen  # each moment gave one of the consistent states
+
+
+def test_resume_mistakes_are_one_sentence(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 0
+    cases = [
+        (["--resume", str(out), "--out", str(tmp_path / "x")], "drop --out and --overwrite"),
+        (["--resume", str(tmp_path / "nothing")], "holds no config.json of an nnx run"),
+    ]
+    (out / "history.json").write_text(json.dumps({"status": "interrupted"}))
+    cases.append((["--resume", str(out)], "it holds no checkpoint.npz"))
+    for args, words in cases:
+        assert nnx_main(["train", "--data-dir", str(mnist_dir), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "nothing").exists()
+
+
+def test_a_checkpoint_of_another_net_is_refused(mnist_dir):
+    data, checkpoints = _small(), []
+    train(TrainConfig(device="cpu", iters=20, hidden=(8,), eval_every=10), data,
+          log=lambda _: None, progress=False, on_checkpoint=checkpoints.append)
+    with pytest.raises(InputError, match=r"^the checkpoint's W1 has shape \(784, 8\)"):
+        train(TrainConfig(device="cpu", iters=20, eval_every=10), data, log=lambda _: None,
+              progress=False, resume=checkpoints[0])
