@@ -219,6 +219,34 @@ def host_memory_free() -> int:
         return 2**63  # unknowable: do not refuse on a guess
 
 
+THP_DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
+
+
+def avoid_hugepage_stalls(defrag_path: str = THP_DEFRAG) -> bool:
+    """Stop NumPy advising huge pages for this process where that can stall it; True if so.
+
+    NumPy marks every array of 4 MiB or more ``MADV_HUGEPAGE``. Where the kernel's
+    defrag policy is ``madvise`` or ``defer+madvise``, a page fault in such memory
+    compacts memory synchronously when no huge page is free: the first touch of a data
+    set can then take seconds instead of a tenth of one. A user's own
+    ``NUMPY_MADVISE_HUGEPAGE`` is left to decide. For programs: a library does not
+    change its host process's allocator.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return False
+    try:
+        with open(defrag_path, encoding="ascii") as f:
+            policy = f.read()
+    except OSError:
+        return False
+    core = getattr(np, "_core", None) or np.core  # NumPy 2, NumPy 1
+    toggle = getattr(core.multiarray, "_set_madvise_hugepage", None)  # NumPy's global state
+    if toggle is None or not ("[madvise]" in policy or "[defer+madvise]" in policy):
+        return False
+    toggle(False)
+    return True
+
+
 def _is_dtype(dtype: Any, name: str, xp_dtype: Any) -> bool:
     if isinstance(dtype, str):
         return dtype == name

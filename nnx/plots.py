@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,24 @@ from nnx.io import atomic_path
 PathLike = str | os.PathLike[str]
 DPI = 110
 MAX_POINTS = 1000  # per line of a long curve
+
+
+def preload() -> threading.Thread:
+    """Import matplotlib's figure machinery in a background thread and return it.
+
+    A program that will plot calls this before work that leaves a core idle (loading and
+    converting a data set: NumPy copies without holding the interpreter), so that the half
+    second of import is not paid at the end. Importing the same modules later simply waits
+    for the thread.
+    """
+    thread = threading.Thread(target=_import_matplotlib, name="nnx-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_matplotlib() -> None:
+    import matplotlib.backends.backend_agg  # noqa: F401  (what savefig renders with)
+    import matplotlib.figure  # noqa: F401
 
 
 def figure(width: float, height: float) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 from backends import get_backend, machine_info
 from nnx import io, rundir
+from nnx import plots as figures
 from nnx.cli import program
 from nnx.errors import DivergenceError, InputError
 from nnx.layers import ACTIVATIONS
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     be = get_backend(config.device, config.dtype)  # a bad device fails before any work
     with program.output_dir(out) as out, rundir.locked(out):
         rundir.prepare(out, mode)
+        if not args.no_plots:
+            figures.preload()  # while the data load
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         resume = rundir.load_checkpoint(out) if mode == "resume" else None
         sizes = [data[0][0].shape[1], *config.hidden, 10]
@@ -146,14 +149,12 @@ def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = 
             io.save_params(written[-1], {k: net.backend.to_numpy(v)
                                          for k, v in net.params.items()})
         if plots and h["loss"]:
-            from nnx.plots import plot_accuracy, plot_loss  # matplotlib: only when plotting
-
             title = f"{describe(net)}, {config.grad}, {net.backend.device}"
             if h["test_acc"]:
                 written.append(out / "accuracy.png")
-                plot_accuracy(h, written[-1], title)
+                figures.plot_accuracy(h, written[-1], title)
             written.append(out / "loss.png")
-            plot_loss(h, written[-1], title)
+            figures.plot_loss(h, written[-1], title)
         written.append(out / "history.json")
         io.write_json(written[-1], {
             **h, "status": result.status, "message": result.message,
