@@ -47,7 +47,7 @@ def log_softmax(x: Array) -> Array:
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-_CLASSES: dict[tuple, Array] = {}  # 0..C-1 per (C, dtype, device): made once, not per batch
+_CLASSES: dict[tuple, Array] = {}  # a (1, C) row 0..C-1 per (C, dtype, device): made once
 
 
 def one_hot(t: Array, num_classes: int, dtype: Any = None) -> Array:
@@ -56,8 +56,9 @@ def one_hot(t: Array, num_classes: int, dtype: Any = None) -> Array:
     key = (num_classes, t.dtype, type(t), str(getattr(t, "device", "")))
     classes = _CLASSES.get(key)
     if classes is None:
-        classes = _CLASSES[key] = xp.arange(num_classes, dtype=t.dtype, device=device_of(t))
-    out = t[:, None] == classes[None, :]
+        row = xp.arange(num_classes, dtype=t.dtype, device=device_of(t))
+        classes = _CLASSES[key] = xp.reshape(row, (1, num_classes))
+    out = t[:, None] == classes
     return xp.astype(out, xp.float64 if dtype is None else dtype)
 
 

@@ -271,14 +271,15 @@ class TwoLayerNet(MultiLayerNet):
         )
 
 
-_INTEGRAL: dict[Any, bool] = {}  # dtype -> is it an integer dtype (the same in every library)
+_INTEGRAL: dict[tuple, bool] = {}  # (type, dtype) -> is it an integer dtype
 
 
 def _integral(xp: Any, dtype: Any) -> bool:
-    key = str(dtype)
-    if key not in _INTEGRAL:
-        _INTEGRAL[key] = bool(xp.isdtype(dtype, "integral"))
-    return _INTEGRAL[key]
+    key = (type(dtype), dtype)  # the type first: strict dtypes warn when compared to NumPy's
+    known = _INTEGRAL.get(key)
+    if known is None:
+        known = _INTEGRAL[key] = bool(xp.isdtype(dtype, "integral"))
+    return known
 
 
 def _generator(seed: Any) -> np.random.Generator:
