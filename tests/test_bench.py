@@ -390,12 +390,12 @@ def test_bench_training_script(tmp_path, mnist_dir):
     stdout = ok(run("scripts/bench_training.py", "--data-dir", str(mnist_dir), "--iters", "700",
                     "--repeat", "2", "--out", str(tmp_path)))
     assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
-    assert stdout.count("run 2/2  ") == 4
+    assert stdout.count("run 2/2  ") == 5
     data = json.loads((tmp_path / "bench_training.json").read_text())
     assert data["schema"] == "nnx-bench-training/2"
     rows = {r["label"]: r for r in data["rows"]}
     assert set(rows) == {"nnx (cpu, float64)", "nnx (cpu, float32)", "book-style loop (NumPy)",
-                         "fused NumPy loop"}
+                         "fused NumPy loop", "nnx train process (cpu, float64)"}
     for row in rows.values():
         positive_stats(row)
         assert row["stats"]["n"] == 2 and row["vs"]["range"] == "per-round"
@@ -410,7 +410,14 @@ def test_bench_training_script(tmp_path, mnist_dir):
         assert 0 < f["seconds"] < min(f["training_s"]) and f["training_over_floor"] > 1
         assert set(f["products_s"]) == {"x @ W1", "x.T @ dZ1", "Z1 @ W2", "Z1.T @ dY",
                                         "dY @ W2.T"} and f["evaluations"] == 2
+        assert 0 < f["gathers_seconds"] and f["training_over_floor_and_gathers"] == pytest.approx(
+            float(np.median(f["training_s"])) / (f["seconds"] + f["gathers_seconds"]))
     assert [f["dtype"] for f in data["floors"]] == ["float64", "float32"]
+    # The whole process outlasts the training it reports (it loads, converts and saves too).
+    process = data["process_over_training"]
+    assert len(process["ratios"]) == 2 and process["min"] > 1
+    assert process["median"] == pytest.approx(float(np.median(process["ratios"])))
+    assert "the whole process takes" in stdout
     for flag, value in (("--iters", "0"), ("--repeat", "-2"), ("--seed", "-1")):
         line = one_line_error(run("scripts/bench_training.py", "--data-dir", str(mnist_dir),
                                   flag, value, "--out", str(tmp_path / "x")))
