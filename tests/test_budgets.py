@@ -13,8 +13,10 @@ from nnx.network import TwoLayerNet
 from nnx.training import CHECK_EVERY, TrainConfig, train
 from tests.counting import counting
 
-GRADIENT_ARRAYS = 27  # net.gradient(x, t) with integer labels
+GRADIENT_ARRAYS = 25  # net.gradient(x, t) with integer labels
+GRADIENT_LAUNCHES = 27  # the same call: 21 arrays computed (4 are views), 6 in-place updates
 ITERATION_ARRAYS = 25  # one training iteration: gathers, gradient, SGD update
+ITERATION_LAUNCHES = 35  # the same: 21 computed, 14 in place (8 of them the SGD update)
 
 
 @pytest.fixture
@@ -26,6 +28,18 @@ def _batch(be, n=100, seed=0):
     rng = np.random.default_rng(seed)
     x = np.where(rng.random((n, 784)) < 0.19, rng.random((n, 784)), 0.0)
     return be.asarray(x, dtype=be.dtype), be.asarray(rng.integers(0, 10, n))
+
+
+def test_the_counter_tells_computed_arrays_views_updates_and_reads_apart(strict):
+    xp = strict.xp
+    with counting() as c:
+        m = xp.ones_like(strict.asarray(np.ones((2, 2))))  # asarray: a transfer, then computed
+        n = m + 1.0  # computed (the scalar's promotion is strict's, not a kernel)
+        n += m  # an update
+        v = n.T  # a view
+        n[0, 0] = 5.0  # an update
+        float(xp.sum(v))  # computed, then read
+    assert (c.arrays, c.views, c.updates, c.reads, c.launches) == (5, 1, 2, 1, 6)
 
 
 def test_the_book_interface_reads_nothing_from_the_device(strict):
@@ -45,6 +59,8 @@ def test_arrays_made_by_one_gradient_stay_within_budget(strict):
     with counting() as c:
         net.gradient(x, t)
     assert 0 < c.arrays <= GRADIENT_ARRAYS
+    assert c.views == 4  # x.T and z.T for the weight gradients, W2.T for dx, t[:, None]
+    assert 0 < c.launches <= GRADIENT_LAUNCHES
 
 
 def test_a_numerical_gradient_reads_once(strict):
@@ -75,3 +91,5 @@ def test_a_training_iteration_reads_only_at_the_read_back_points_and_makes_few_a
     read_backs = iterations // CHECK_EVERY  # each stacks the losses and copies them: 2 arrays
     per_iteration = (long.arrays - short.arrays - 2 * read_backs) / iterations
     assert 0 < per_iteration <= ITERATION_ARRAYS
+    launches = (long.launches - short.launches - 2 * read_backs) / iterations
+    assert 0 < launches <= ITERATION_LAUNCHES

@@ -266,6 +266,12 @@ def test_machine_info_lists_every_gpu(gpus):
     assert info["cuda_driver"] == "13.0" and "cuda_driver_problem" not in info
 
 
+def test_the_record_of_a_cpu_run_leaves_cupy_unasked(gpus, monkeypatch):
+    monkeypatch.setattr(_cuda, "_import", lambda: pytest.fail("CuPy was imported"))
+    info = backends.machine_info(gpus=False)
+    assert info["cpu"] and info["numpy"] and "cupy" not in info and "gpus" not in info
+
+
 # -- the test lanes ----------------------------------------------------------------------
 
 

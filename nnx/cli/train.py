@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         sizes = [data[0][0].shape[1], *config.hidden, 10]
         io.write_json(out / "config.json", {
             **config_dict(config), "resolved_device": be.device, "device_reason": be.reason,
-            "sizes": sizes, "machine": machine_info()})
+            "sizes": sizes, "machine": machine_info(gpus=be.name == "cupy")})
         try:
             with program.deferred_stops() as stops:
                 result = train(config, data, resume=resume, stop=stops.requested,
