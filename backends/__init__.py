@@ -11,13 +11,13 @@ from backends.core import (
     Backend,
     BackendError,
     available,
-    avoid_hugepage_stalls,
     default_device,
     device_of,
     device_scope,
     get_backend,
     host_memory_free,
     parse_device,
+    small_pages,
     xp_of,
 )
 from backends.info import machine_info
@@ -28,7 +28,6 @@ __all__ = [
     "Backend",
     "BackendError",
     "available",
-    "avoid_hugepage_stalls",
     "default_device",
     "device_of",
     "device_scope",
@@ -36,5 +35,6 @@ __all__ = [
     "host_memory_free",
     "machine_info",
     "parse_device",
+    "small_pages",
     "xp_of",
 ]

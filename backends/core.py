@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -222,29 +222,34 @@ def host_memory_free() -> int:
 THP_DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
 
 
-def avoid_hugepage_stalls(defrag_path: str = THP_DEFRAG) -> bool:
-    """Stop NumPy advising huge pages for this process where that can stall it; True if so.
+@contextlib.contextmanager
+def small_pages(defrag_path: str = THP_DEFRAG) -> Iterator[bool]:
+    """Within the block NumPy does not advise huge pages where that can stall; yields
+    whether it changed anything.
 
-    NumPy marks every array of 4 MiB or more ``MADV_HUGEPAGE``. Where the kernel's
-    defrag policy is ``madvise`` or ``defer+madvise``, a page fault in such memory
-    compacts memory synchronously when no huge page is free: the first touch of a data
-    set can then take seconds instead of a tenth of one. A user's own
-    ``NUMPY_MADVISE_HUGEPAGE`` is left to decide. For programs: a library does not
-    change its host process's allocator.
+    NumPy marks each array of 4 MiB or more ``MADV_HUGEPAGE``. Where the kernel's defrag
+    policy is ``madvise`` or ``defer+madvise``, a fault in such memory compacts memory
+    synchronously when no huge page is free: the first touch of a data set just loaded
+    can take seconds instead of a tenth of one. Meant for such one-time allocations;
+    memory freed and taken again (the numerical gradient's temporaries) gains from huge
+    pages. A user's own ``NUMPY_MADVISE_HUGEPAGE`` is left to decide.
     """
-    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        return False
+    core = getattr(np, "_core", None) or np.core  # NumPy 2, NumPy 1
+    toggle = getattr(core.multiarray, "_set_madvise_hugepage", None)  # NumPy's global state
     try:
         with open(defrag_path, encoding="ascii") as f:
             policy = f.read()
     except OSError:
-        return False
-    core = getattr(np, "_core", None) or np.core  # NumPy 2, NumPy 1
-    toggle = getattr(core.multiarray, "_set_madvise_hugepage", None)  # NumPy's global state
-    if toggle is None or not ("[madvise]" in policy or "[defer+madvise]" in policy):
-        return False
-    toggle(False)
-    return True
+        policy = ""
+    if (toggle is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ
+            or not ("[madvise]" in policy or "[defer+madvise]" in policy)):
+        yield False
+        return
+    before = toggle(False)
+    try:
+        yield True
+    finally:
+        toggle(before)
 
 
 def _is_dtype(dtype: Any, name: str, xp_dtype: Any) -> bool:

@@ -34,6 +34,7 @@ from urllib.error import HTTPError, URLError
 import numpy as np
 import platformdirs
 
+from backends import small_pages
 from nnx import io
 from nnx.errors import DataError
 
@@ -208,11 +209,10 @@ def load_mnist(
 
 
 def _images(x: np.ndarray, normalize: bool, flatten: bool) -> np.ndarray:
+    with small_pages():  # x is a read-only view of the decompressed bytes
+        out = x.astype(np.float32) if normalize else x.copy()
     if normalize:
-        out = x.astype(np.float32)
         out /= np.float32(255)
-    else:
-        out = x.copy()  # x is a read-only view of the decompressed bytes
     n, rows, cols = x.shape
     return out.reshape(n, rows * cols) if flatten else out.reshape(n, 1, rows, cols)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from backends import Backend, get_backend
+from backends import Backend, get_backend, small_pages
 from nnx.errors import InputError, one_of, positive_int, positive_number
 from nnx.functions import one_hot
 from nnx.layers import ACTIVATIONS
@@ -279,7 +279,8 @@ def _to_device(be: Backend, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any, Any
     The images are converted once, here: kept in MNIST's float32 they would be converted
     again in every batch and in every evaluation of the whole set.
     """
-    x_dev = be.asarray(x, dtype=be.dtype)
+    with small_pages():  # first touched here, once: no stall for huge pages
+        x_dev = be.asarray(x, dtype=be.dtype)
     t_dev = be.asarray(t.astype(np.int64))
     return x_dev, t_dev, one_hot(t_dev, 10, be.dtype)
 

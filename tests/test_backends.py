@@ -174,16 +174,18 @@ def test_nnx_info_json_is_valid():
     ("always [defer] defer+madvise madvise never\n", False),
     ("[always] defer defer+madvise madvise never\n", False),
 ])
-def test_numpy_huge_page_advice_is_dropped_only_where_faults_would_compact(
-        tmp_path, monkeypatch, policy, changed):
+def test_huge_page_advice_pauses_only_where_faults_would_compact(tmp_path, monkeypatch,
+                                                                  policy, changed):
     multiarray = np._core.multiarray
     before = multiarray._get_madvise_hugepage()
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
     (tmp_path / "defrag").write_text(policy)
     multiarray._set_madvise_hugepage(True)
     try:
-        assert backends.avoid_hugepage_stalls(str(tmp_path / "defrag")) is changed
-        assert multiarray._get_madvise_hugepage() is not changed
+        with backends.small_pages(str(tmp_path / "defrag")) as paused:
+            assert paused is changed
+            assert multiarray._get_madvise_hugepage() is not changed
+        assert multiarray._get_madvise_hugepage() is True  # restored after the block
     finally:
         multiarray._set_madvise_hugepage(before)
 
@@ -191,6 +193,8 @@ def test_numpy_huge_page_advice_is_dropped_only_where_faults_would_compact(
 def test_a_users_huge_page_choice_or_an_unknown_kernel_is_left_alone(tmp_path, monkeypatch):
     (tmp_path / "defrag").write_text("always defer defer+madvise [madvise] never\n")
     monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
-    assert backends.avoid_hugepage_stalls(str(tmp_path / "defrag")) is False
+    with backends.small_pages(str(tmp_path / "defrag")) as paused:
+        assert paused is False
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
-    assert backends.avoid_hugepage_stalls(str(tmp_path / "missing")) is False
+    with backends.small_pages(str(tmp_path / "missing")) as paused:
+        assert paused is False

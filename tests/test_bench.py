@@ -463,3 +463,23 @@ def test_the_numerical_memory_estimate_covers_the_measured_peak(mnist_dir, batch
         tracemalloc.stop()
     density = float(np.count_nonzero(host.x)) / host.x.size
     assert peak <= numerical_bytes(batch, hidden, density) <= 2 * peak
+
+
+def test_other_processes_cpu_leaves_out_the_benchmarks_own_children(monkeypatch):
+    """Two cores over 1 s of wall time; of 1.6 s of busy CPU, 0.4 s is the benchmark's own
+    and 0.8 s a child it ran and waited for: others used 0.4 of 2 core-seconds."""
+    import io as stdio
+    import os
+
+    from nnx.bench import timing
+
+    tick = os.sysconf("SC_CLK_TCK")
+    clock = iter([0.0, 1.0])
+    stats = iter([0, int(1.6 * tick)])
+    times = iter([(0.0, 0.0, 0.0, 0.0), (0.3, 0.1, 0.6, 0.2)])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(timing, "open", lambda *a, **k: stdio.StringIO(
+        f"cpu {next(stats)} 0 0 0 0 0 0 0\n"), raising=False)
+    monkeypatch.setattr(timing.os, "times", lambda: os.times_result((*next(times), 0.0)))
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
+    assert timing.CpuWatch().others() == pytest.approx(0.2)

@@ -172,8 +172,8 @@ def cuda_event_times(backend: Backend, fn: Callable[[], Any], repeat: int, warmu
 
 class CpuWatch:
     """How much CPU other processes used since this was made (Linux; else None): the busy
-    time in /proc/stat less this process's own, over all cores' wall time (the load average
-    cannot tell this: it counts the benchmark's own threads too)."""
+    time in /proc/stat less this process's own and its finished children's, over all cores'
+    wall time (the load average cannot tell this: it counts the benchmark's own threads)."""
 
     def __init__(self) -> None:
         self._start = self._snapshot()
@@ -188,7 +188,8 @@ class CpuWatch:
             busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError, AttributeError):
             pass
-        return time.perf_counter(), busy, own.user + own.system
+        return time.perf_counter(), busy, own.user + own.system + own.children_user \
+            + own.children_system  # its own children (an ``nnx train`` it ran) are its own
 
     def others(self) -> float | None:
         """Fraction of the machine's CPU time (0..1) other processes used since the start."""

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from backends import BackendError, avoid_hugepage_stalls
+from backends import BackendError
 from nnx import io
 from nnx.errors import InputError, NnxError
 from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
@@ -41,7 +41,6 @@ def run_program(
     """
     args = parser.parse_args(argv)
     name = prog(args) if callable(prog) else (prog or parser.prog)
-    avoid_hugepage_stalls()  # before the data sets are allocated
     try:
         with _stops_raise():
             return int(run(args) or 0)
