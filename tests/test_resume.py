@@ -133,6 +133,12 @@ def test_a_used_run_directory_is_refused_until_resumed_or_overwritten(mnist_dir,
     assert _cli(*data) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already holds a run" in err[0] and "--overwrite" in err[0]
+    # An overwrite that cannot start (no data here) leaves the old run whole.
+    before = sorted(p.name for p in out.iterdir())
+    assert _cli("--data-dir", str(tmp_path / "empty"), "--no-download", "--out", str(out),
+                "--overwrite") == 2
+    assert "MNIST files missing" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
     assert _cli(*data, "--overwrite") == 0
     assert not (out / "accuracy.png").exists()  # nothing of the first run is left beside it
     assert nnx_main(["train", "--resume", str(out), "--data-dir", str(mnist_dir)]) == 2

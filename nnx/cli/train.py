@@ -78,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     be = get_backend(config.device, config.dtype)  # a bad device fails before any work
     with program.output_dir(out) as out, rundir.locked(out):
-        rundir.prepare(out, mode)
+        if mode != "overwrite":  # a used directory is refused before any work
+            rundir.prepare(out, mode)
         if not args.no_plots:
             figures.preload()  # while the data load
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+        if mode == "overwrite":  # the old run goes only once the new one can start
+            rundir.prepare(out, mode)
         resume = rundir.load_checkpoint(out) if mode == "resume" else None
         sizes = [data[0][0].shape[1], *config.hidden, 10]
         io.write_json(out / "config.json", {
