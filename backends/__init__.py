@@ -15,11 +15,10 @@ from backends.core import (
     device_of,
     device_scope,
     get_backend,
-    host_memory_free,
     parse_device,
-    small_pages,
     xp_of,
 )
+from backends.host import host_memory_free, small_pages
 from backends.info import machine_info
 
 __all__ = [
