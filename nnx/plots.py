@@ -31,9 +31,10 @@ def preload() -> threading.Thread:
     A program that will plot calls this before work that leaves a core idle (loading and
     converting a data set: NumPy copies without holding the interpreter), so that the half
     second of import is not paid at the end. Importing the same modules later simply waits
-    for the thread.
+    for the thread, and so does the interpreter's exit (a daemon thread still importing
+    when the interpreter is torn down can crash it).
     """
-    thread = threading.Thread(target=_import_matplotlib, name="nnx-preload", daemon=True)
+    thread = threading.Thread(target=_import_matplotlib, name="nnx-preload")
     thread.start()
     return thread
 
