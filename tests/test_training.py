@@ -288,3 +288,12 @@ def test_ctrl_c_stops_cleanly_after_saving(mnist_dir, tmp_path):
 def test_main_command_is_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "nnx train" in readme
+
+
+def test_the_plot_preload_imports_matplotlib_and_the_exit_waits_for_it():
+    from nnx import plots
+
+    thread = plots.preload()
+    assert thread.name == "nnx-preload" and not thread.daemon  # an exit never tears it down
+    thread.join(timeout=60)
+    assert not thread.is_alive() and "matplotlib.figure" in sys.modules
