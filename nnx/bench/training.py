@@ -93,8 +93,9 @@ def nnx_process(device: str, dtype: str, args: argparse.Namespace,
 def floor(be: Any, iters: int, rows: int, x_train: Any = None, batch: int = 100,
           hidden: int = 50) -> dict[str, Any]:
     """Seconds of the run's products alone: each timed at its shape (median of many calls,
-    the device synchronised) times how often the run makes it; and of its batch gathers
-    from ``x_train`` (host images), each of fresh random rows as in the run."""
+    the device synchronised) times how often the run makes it; and, given ``x_train``
+    (host images), of the same products made in a loop on batches gathered as the run
+    gathers them (fresh random rows each step), with nothing else."""
     xp, rng = be.xp, np.random.default_rng(0)
 
     def a(*shape: int) -> Any:
