@@ -483,3 +483,15 @@ def test_other_processes_cpu_leaves_out_the_benchmarks_own_children(monkeypatch)
     monkeypatch.setattr(timing.os, "times", lambda: os.times_result((*next(times), 0.0)))
     monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
     assert timing.CpuWatch().others() == pytest.approx(0.2)
+
+
+def test_a_failing_nnx_train_process_is_one_sentence_naming_its_error(tmp_path):
+    import argparse
+
+    from nnx.bench.training import nnx_process
+
+    args = argparse.Namespace(data_dir=str(tmp_path), no_download=True)
+    with pytest.raises(InputError, match=r"^nnx train failed: nnx train: error: MNIST files "
+                                         r"missing") as caught:
+        nnx_process("cpu", "float64", args, training := [])(None, 10, 0)
+    assert "\n" not in str(caught.value) and training == []
