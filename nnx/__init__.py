@@ -5,61 +5,52 @@
 >>> net = nnx.TwoLayerNet(784, 50, 10, device="auto", seed=0)
 >>> be = net.backend
 >>> grads = net.gradient(be.asarray(x_train[:100]), be.asarray(t_train[:100]))
+
+The names below are imported on first use (PEP 562), so ``import nnx.cli`` imports no
+NumPy and the ``nnx`` command takes over the stop signals before its heavy imports.
 """
 
-from nnx.errors import DataError, DivergenceError, InputError, NnxError
-from nnx.functions import (
-    cross_entropy_error,
-    log_softmax,
-    relu,
-    sigmoid,
-    softmax,
-    softmax_cross_entropy,
-    step_function,
-)
-from nnx.gradcheck import gradient_check
-from nnx.io import load_params
-from nnx.layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, SquareLayer
-from nnx.mnist import load_mnist
-from nnx.network import MultiLayerNet, TwoLayerNet
-from nnx.numerical import numerical_diff, numerical_gradient
-from nnx.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_optimizer
-from nnx.training import TrainConfig, TrainResult, train
+from __future__ import annotations
 
-__all__ = [
-    "SGD",
-    "AdaGrad",
-    "Adam",
-    "AddLayer",
-    "Affine",
-    "DataError",
-    "DivergenceError",
-    "InputError",
-    "Momentum",
-    "MulLayer",
-    "MultiLayerNet",
-    "Nesterov",
-    "NnxError",
-    "RMSprop",
-    "Relu",
-    "Sigmoid",
-    "SoftmaxWithLoss",
-    "SquareLayer",
-    "TrainConfig",
-    "TrainResult",
-    "TwoLayerNet",
-    "cross_entropy_error",
-    "gradient_check",
-    "load_mnist",
-    "load_params",
-    "log_softmax",
-    "make_optimizer",
-    "numerical_diff",
-    "numerical_gradient",
-    "relu",
-    "sigmoid",
-    "softmax",
-    "softmax_cross_entropy",
-    "step_function",
-    "train",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "nnx.errors": ("DataError", "DivergenceError", "InputError", "NnxError"),
+    "nnx.functions": ("cross_entropy_error", "log_softmax", "relu", "sigmoid", "softmax",
+                      "softmax_cross_entropy", "step_function"),
+    "nnx.gradcheck": ("gradient_check",),
+    "nnx.io": ("load_params",),
+    "nnx.layers": ("AddLayer", "Affine", "MulLayer", "Relu", "Sigmoid", "SoftmaxWithLoss",
+                   "SquareLayer"),
+    "nnx.mnist": ("load_mnist",),
+    "nnx.network": ("MultiLayerNet", "TwoLayerNet"),
+    "nnx.numerical": ("numerical_diff", "numerical_gradient"),
+    "nnx.optimizers": ("SGD", "AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop",
+                       "make_optimizer"),
+    "nnx.training": ("TrainConfig", "TrainResult", "train"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """``nnx.NAME`` for the names above, and ``nnx.SUBMODULE``, imported on first use."""
+    module = _MODULE_OF.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif not name.startswith("_"):
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later uses find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -4,9 +4,9 @@ The same program as ``nnx bench`` (``nnx/bench/gradients.py``); ``--help`` lists
 Example: ``python scripts/bench_gradients.py --device cpu --sweep --out runs/bench``.
 """
 
-import sys
 
 from nnx.bench.gradients import main
+from nnx.cli import stops
 
 if __name__ == "__main__":
-    sys.exit(main(prog="bench_gradients.py"))
+    stops.exit_after(main, prog="bench_gradients.py")

@@ -3,9 +3,8 @@
 Usage: python scripts/bench_training.py --data-dir DIR [--repeat 3] [--device cpu ...]
 """
 
-import sys
-
 from nnx.bench.training import main
+from nnx.cli import stops
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stops.exit_after(main)

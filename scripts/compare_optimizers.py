@@ -18,13 +18,12 @@ Usage: python scripts/compare_optimizers.py [--optimizer NAME ...] [--lr [NAME=]
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from backends import get_backend
-from nnx.cli import program
+from nnx.cli import program, stops
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
 from nnx.plots import plot_loss_curves
@@ -106,4 +105,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stops.exit_after(main)

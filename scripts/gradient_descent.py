@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 
 from backends import Backend, get_backend, xp_of
-from nnx.cli import program
+from nnx.cli import program, stops
 from nnx.descent import LIMIT, MAX_STEPS, Trajectory, follow
 from nnx.errors import InputError
 from nnx.numerical import H, numerical_gradient
@@ -113,4 +112,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stops.exit_after(main)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from backends import Backend, get_backend
-from nnx.cli import program
+from nnx.cli import program, stops
 from nnx.descent import LIMIT, MAX_STEPS, Trajectory, follow
 from nnx.errors import InputError
 from nnx.layers import AddLayer, MulLayer, SquareLayer
@@ -107,4 +106,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stops.exit_after(main)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from backends import Backend, get_backend, xp_of
-from nnx.cli import program
+from nnx.cli import program, stops
 from nnx.errors import InputError
 from nnx.numerical import H, numerical_diff, numerical_gradient
 from nnx.plots import plot_gradient_field
@@ -96,4 +95,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stops.exit_after(main)

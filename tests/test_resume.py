@@ -230,6 +230,49 @@ def test_stop_signals_at_random_moments_leave_consistent_run_directories(mnist_d
     assert seen  # each moment gave one of the consistent states
 
 
+def test_a_stop_while_the_command_starts_is_one_sentence(monkeypatch, capsys):
+    import nnx.cli
+
+    real = nnx.cli.build_parser
+
+    def stopped_while_importing(argv):  # as if SIGTERM came while NumPy was imported
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(argv)
+
+    def callers(signum, frame):  # so that a stop the command misses cannot end pytest
+        pass
+
+    monkeypatch.setattr(nnx.cli, "build_parser", stopped_while_importing)
+    old = signal.signal(signal.SIGTERM, callers)
+    try:  # a bad flag: were the stop missed, the command would end at once with status 2
+        assert nnx_main(["train", "--iters", "0"]) == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is callers  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert capsys.readouterr().err.strip().splitlines() == ["nnx train: interrupted"]
+
+
+def test_the_command_takes_the_stop_signals_before_importing_numpy():
+    code = ("import sys, nnx.cli; "
+            "print(sorted(m for m in ('numpy', 'backends', 'nnx.network') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args", [["info"], ["train", "--help"]],
+                         ids=["a finished command", "--help"])
+def test_a_stop_while_the_interpreter_exits_changes_nothing(args):
+    # atexit handlers run in the interpreter's exit, after the command has returned; a
+    # signal there used to kill the process (status -15) although its work was done
+    code = ("import atexit, os, runpy, signal, sys; "
+            "atexit.register(os.kill, os.getpid(), signal.SIGTERM); "
+            f"sys.argv = ['nnx', *{args!r}]; runpy.run_module('nnx.cli', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted" not in done.stderr
+
+
 def test_resume_mistakes_are_one_sentence(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli("--data-dir", str(mnist_dir), "--out", str(out)) == 0

@@ -31,6 +31,7 @@ from nnx import io
 from nnx.bench import cases, report, sweep
 from nnx.bench.refs import BookStyleNet, fused_step
 from nnx.bench.timing import Case, Check, CpuWatch, Row, Stats, cuda_event_times, ratio, time_rows
+from nnx.cli import stops
 from nnx.cli.program import add_out_argument, output_dir, run_module
 from nnx.errors import InputError, positive_int, positive_number
 
@@ -279,4 +280,4 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m nnx.bench.gradients"))
+    stops.exit_after(main, prog="python -m nnx.bench.gradients")

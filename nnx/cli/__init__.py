@@ -12,8 +12,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from nnx.cli.program import run_program
+from nnx.cli import stops
 
 SUBCOMMANDS = {
     "info": ("nnx.cli.info", "show versions, devices and what --device auto picks"),
@@ -44,7 +45,23 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``nnx COMMAND ...``; returns the exit status."""
+    """``nnx COMMAND ...``; returns the exit status.
+
+    The stop signals are taken over first, before the subcommand's module (and NumPy) is
+    imported, so a stop at any moment ends as ``nnx COMMAND: interrupted``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_program(lambda args: f"nnx {args.command}", build_parser(argv),
-                       lambda args: args._run(args), argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        with stops.raising():
+            from nnx.cli.program import run_program
+
+            return run_program(lambda args: f"nnx {args.command}", build_parser(argv),
+                               lambda args: args._run(args), argv)
+    except KeyboardInterrupt as exc:  # a stop while the program started
+        return stops.interrupted(f"nnx {chosen}" if chosen in SUBCOMMANDS else "nnx", exc)
+
+
+def entry() -> NoReturn:
+    """The ``nnx`` command's entry point: :func:`main`, then exit with its status."""
+    stops.exit_after(main)

@@ -1,7 +1,5 @@
 """``python -m nnx.cli``: the ``nnx`` command."""
 
-import sys
+from nnx.cli import entry
 
-from nnx.cli import main
-
-sys.exit(main())
+entry()

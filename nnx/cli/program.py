@@ -4,9 +4,9 @@ A program (``nnx <command>``, a script, a benchmark) builds an ``argparse`` pars
 ``run(args) -> int``, and hands both to :func:`run_program`. Errors a user can cause
 (:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
 a full disk, running out of host or device memory) end as one line ``PROG: error: ...``
-on stderr and exit status 2; Ctrl-C ends as ``PROG: interrupted`` and 130. The
-``add_*`` helpers add the flags that several programs share, with one spelling and one
-help text.
+on stderr and exit status 2; Ctrl-C ends as ``PROG: interrupted`` and 130, SIGTERM and
+SIGHUP as 143 and 129 (:mod:`nnx.cli.stops`). The ``add_*`` helpers add the flags that
+several programs share, with one spelling and one help text.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from backends import BackendError
 from nnx import io
+from nnx.cli import stops
 from nnx.errors import InputError, NnxError
 from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
@@ -42,7 +41,7 @@ def run_program(
     args = parser.parse_args(argv)
     name = prog(args) if callable(prog) else (prog or parser.prog)
     try:
-        with _stops_raise():
+        with stops.raising():
             return int(run(args) or 0)
     except (NnxError, BackendError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
@@ -51,72 +50,9 @@ def run_program(
         print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
     except MemoryError as exc:  # NumPy's and CuPy's out-of-memory errors are both MemoryError
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or a Stopped signal
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 128 + getattr(exc, "signum", signal.SIGINT)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal
+        return stops.interrupted(name, exc)
     return 2
-
-
-# -- stops ------------------------------------------------------------------------------------
-# SIGTERM (docker stop, kill) and SIGHUP (a closed terminal) stop a program as Ctrl-C does;
-# the exit status is 128 + the signal's number: 130 for SIGINT, 143 SIGTERM, 129 SIGHUP.
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
-                     if hasattr(signal, n))
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal, raised where the program can end cleanly."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum}")
-        self.signum = signum
-
-
-class Stops:
-    """The stop signals received inside :func:`deferred_stops` (``signum``: the first)."""
-
-    signum: int | None = None
-
-    def requested(self) -> bool:
-        return self.signum is not None
-
-
-@contextlib.contextmanager
-def _handlers(handler: Callable[[int, object], None]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are delivered to the main thread only
-        return
-    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _stops_raise() -> contextlib.AbstractContextManager[None]:
-    def stop(signum: int, _frame: object) -> None:
-        raise Stopped(signum)
-
-    return _handlers(stop)
-
-
-@contextlib.contextmanager
-def deferred_stops() -> Iterator[Stops]:
-    """Inside the block a stop signal is only noted (the work polls ``requested()``, e.g.
-    between training iterations, and saves are never cut short); at its end a noted stop is
-    raised as :class:`Stopped`."""
-    stops = Stops()
-
-    def note(signum: int, _frame: object) -> None:
-        if stops.signum is None:
-            stops.signum = signum
-            print("stopping: finishing the current step and saving", file=sys.stderr)
-
-    with _handlers(note):
-        yield stops
-    if stops.signum is not None:
-        raise Stopped(stops.signum)
 
 
 def out_of_memory(exc: MemoryError) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from backends import get_backend, machine_info
 from nnx import io, rundir
 from nnx import plots as figures
-from nnx.cli import program
+from nnx.cli import program, stops
 from nnx.errors import DivergenceError, InputError
 from nnx.layers import ACTIVATIONS
 from nnx.mnist import load_mnist
@@ -91,15 +91,15 @@ def run(args: argparse.Namespace) -> int:
             **config_dict(config), "resolved_device": be.device, "device_reason": be.reason,
             "sizes": sizes, "machine": machine_info(gpus=be.name == "cupy")})
         try:
-            with program.deferred_stops() as stops:
-                result = train(config, data, resume=resume, stop=stops.requested,
+            with stops.deferred() as noted:
+                result = train(config, data, resume=resume, stop=noted.requested,
                                on_checkpoint=lambda c: rundir.save_checkpoint(out, c),
                                checkpoint_every=args.checkpoint_every)
                 save_run(out, config, result, plots=not args.no_plots)
                 print(f"saved {result.status} run to {out}")
                 if result.status == "interrupted":
                     print(f"{result.message}; continue it with nnx train --resume {out}")
-                    if stops.signum is None:  # a Ctrl-C the loop caught itself
+                    if noted.signum is None:  # a Ctrl-C the loop caught itself
                         return 130
         except MemoryError as exc:
             raise InputError(_memory_advice(config, be, data, exc)) from None
