@@ -136,7 +136,7 @@ def test_cli_writes_a_complete_run_directory(mnist_dir, tmp_path):
     proc = _nnx("train", "--device", "cpu", "--iters", "40", "--eval-every", "20",
                 "--data-dir", str(mnist_dir), "--out", str(out), "--seed", "7")
     assert proc.returncode == 0, proc.stderr
-    assert "test acc" in proc.stdout
+    assert "test acc" in proc.stdout and "warning" not in proc.stderr
     names = {p.name for p in out.iterdir()}
     assert names == {"config.json", "history.json", "history.csv", "epochs.csv",
                      "accuracy.png", "loss.png", "params.npz"}
@@ -212,11 +212,31 @@ def test_cli_divergence_names_the_iteration(mnist_dir, tmp_path):
     assert "at iteration" in proc.stderr
     # The advice was tried: a rate 10, 100, ... times smaller that gets past the divergence
     # (the book's 0.1 trains; 1e6 is far past anything that does).
-    lr = float(re.search(r"--lr (\S+) trains past iteration", proc.stderr).group(1))
-    assert lr in (1e5, 1e4, 1e3, 1e2, 1e1, 1e0)
+    lr = re.search(r"--lr (\S+) trains past iteration", proc.stderr).group(1)
+    assert float(lr) in (1e5, 1e4, 1e3, 1e2, 1e1, 1e0)
     history = json.loads((out / "history.json").read_text())
     assert history["status"] == "diverged"
     assert not (out / "params.npz").exists()  # no checkpoint of a diverged net
+    # Following the advice trains: the rate does more than stay finite (at 10, every ReLU
+    # of this net dies and it stays at chance).
+    proc = _nnx("train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "advised"),
+                "--lr", lr, "--iters", "200", "--no-plots")
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    assert json.loads((tmp_path / "advised" / "history.json").read_text())["final_test_acc"] > 0.5
+
+
+def test_cli_warns_when_the_net_learned_nothing(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _nnx("train", "--device", "cpu", "--lr", "10", "--iters", "300", "--no-plots",
+                "--data-dir", str(mnist_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr  # the run is done and saved all the same
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nnx train: warning: the net learned nothing")
+    # 1135 of MNIST's 10000 test digits are ones: the accuracy of always answering 1
+    assert "always answering the most common digit (0.1135)" in err[0]
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "completed" and history["final_test_acc"] <= 0.1135
+    assert (out / "params.npz").exists()
 
 
 def test_cli_out_of_memory_names_the_size_and_a_smaller_one(mnist_dir, tmp_path):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from backends import get_backend, machine_info
 from nnx import io, rundir
@@ -97,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
                                checkpoint_every=args.checkpoint_every)
                 save_run(out, config, result, plots=not args.no_plots)
                 print(f"saved {result.status} run to {out}")
+                if result.status == "completed" and not _learned(result, data):
+                    print(f"nnx train: warning: {_nothing_learned(result, data)}",
+                          file=sys.stderr)
                 if result.status == "interrupted":
                     print(f"{result.message}; continue it with nnx train --resume {out}")
                     if noted.signum is None:  # a Ctrl-C the loop caught itself
@@ -121,12 +127,34 @@ def _divergence_advice(config: TrainConfig, data: Any, result: TrainResult) -> s
         lr = config.lr / 10**k
         probe = dataclasses.replace(config, lr=lr, iters=iters)
         probe.eval_every = probe.iters
-        if train(probe, data, log=lambda _: None, progress=False).status == "completed":
+        tried = train(probe, data, log=lambda _: None, progress=False)
+        if tried.status == "completed" and _learned(tried, data):
             head = result.message.removesuffix("; try a smaller learning rate")
             return (f"{head}; --lr {lr:g} trains past iteration {probe.iters} without "
-                    "diverging (tried from the same start)")
-    return (f"{result.message}: even --lr {lr:g} diverges within {iters} iterations, so "
-            "check the data and --weight-init-std too")
+                    f"diverging, to test accuracy {tried.history['test_acc'][-1]:.2f} (tried "
+                    "from the same start)")
+    return (f"{result.message}: no rate down to --lr {lr:g} learns within {iters} iterations "
+            "without diverging, so check the data and --weight-init-std too")
+
+
+def _guess_accuracy(data: Any) -> float:
+    """The test accuracy of always answering the most common digit of the test set."""
+    labels = data[1][1]
+    return float(np.bincount(labels).max() / labels.size)
+
+
+def _learned(result: TrainResult, data: Any) -> bool:
+    """Whether the run's last test accuracy beats always answering the most common digit
+    (a net whose ReLUs all died, or one left where it started, does not)."""
+    acc = result.history["test_acc"]
+    return not acc or acc[-1] > _guess_accuracy(data)
+
+
+def _nothing_learned(result: TrainResult, data: Any) -> str:
+    return (f"the net learned nothing: its test accuracy {result.history['test_acc'][-1]:.4f} "
+            f"is no better than always answering the most common digit "
+            f"({_guess_accuracy(data):.4f}); a learning rate far too large or far too small "
+            "does this, so try another --lr")
 
 
 def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True) -> None:
