@@ -259,6 +259,17 @@ def test_the_command_takes_the_stop_signals_before_importing_numpy():
     assert done.stdout.strip() == "[]"
 
 
+def test_the_lazy_package_offers_every_name_it_lists():
+    code = ("import nnx, nnx.network as net; from nnx import *; "
+            "missing = [n for n in nnx.__all__ if n not in globals()]; "
+            "assert not missing, missing; assert TwoLayerNet is net.TwoLayerNet; "
+            "assert nnx.io.load_params is load_params and 'train' in dir(nnx); "
+            "hasattr(nnx, 'nothing') and sys.exit('nnx.nothing exists')")
+    done = subprocess.run([sys.executable, "-c", f"import sys; {code}"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize("args", [["info"], ["train", "--help"]],
                          ids=["a finished command", "--help"])
 def test_a_stop_while_the_interpreter_exits_changes_nothing(args):
