@@ -1,7 +1,6 @@
 """``python -m nnx.bench``: the same program as ``nnx bench``."""
 
-import sys
-
 from nnx.bench.gradients import main
+from nnx.cli import stops
 
-sys.exit(main(prog="python -m nnx.bench"))
+stops.exit_after(main, prog="python -m nnx.bench")
