@@ -163,6 +163,20 @@ def _assert_one_sentence_error(proc: subprocess.CompletedProcess, words: str) ->
     assert words in err[-1], err
 
 
+@pytest.mark.parametrize(("flags", "lr"), [
+    ([], 0.1),  # the book's train_neuralnet.py
+    (["--optimizer", "adam"], 0.001),  # the book's chapter 6 defaults, Adam(lr=0.001) ...
+    (["--optimizer", "momentum"], 0.01),  # ... and Momentum(lr=0.01)
+    (["--optimizer", "adam", "--lr", "0.5"], 0.5),
+])
+def test_cli_learning_rate_defaults_to_the_books_for_each_optimizer(flags, lr):
+    from nnx.cli import build_parser
+    from nnx.cli import train as command
+
+    args = build_parser(["train"]).parse_args(["train", *flags])
+    assert command._config(args).lr == lr
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

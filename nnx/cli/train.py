@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import itertools
 import sys
 import time
@@ -43,7 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="with --grad numerical: all coordinates at once, or the book's one-at-a-time loop")
     a("--iters", type=int, default=d.iters, help="iterations (default: %(default)s)")
     a("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    a("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
+    a("--lr", type=float, default=None,
+      help=f"learning rate (default: {d.lr} with sgd, as the book's train_neuralnet.py; the "
+      "optimizer's own otherwise: " + ", ".join(f"{n} {_default_lr(n):g}" for n in OPTIMIZERS
+                                                if n != "sgd") + ")")
     a("--hidden", type=int, nargs="+", default=list(d.hidden),
       help="hidden layer size(s) (default: 50); several make a deeper net")
     a("--activation", default=d.activation, choices=tuple(ACTIVATIONS), help="default: relu")
@@ -217,10 +221,20 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         device=args.device, dtype=args.dtype, grad=args.grad,
         numerical_method=args.numerical_method, iters=args.iters, batch_size=args.batch_size,
-        lr=args.lr, hidden=tuple(args.hidden), activation=args.activation,
+        lr=_default_lr(args.optimizer) if args.lr is None else args.lr,
+        hidden=tuple(args.hidden), activation=args.activation,
         weight_init_std=std, optimizer=args.optimizer, optimizer_options=options,
         seed=args.seed, eval_every=args.eval_every,
     )
+
+
+def _default_lr(optimizer: str) -> float:
+    """The rate of a run without ``--lr``: the book's 0.1 for SGD (``train_neuralnet.py``),
+    else the optimizer's own default (the book's chapter 6: 0.01, Adam 0.001), at which
+    each trains this net; Adam or RMSprop at 0.1 end far from it."""
+    if optimizer == "sgd":
+        return TrainConfig().lr
+    return inspect.signature(OPTIMIZERS[optimizer]).parameters["lr"].default
 
 
 def _memory_advice(config: TrainConfig, be: Any, data: Any, exc: MemoryError) -> str:
