@@ -239,6 +239,14 @@ def test_cli_divergence_names_the_iteration(mnist_dir, tmp_path):
     assert json.loads((tmp_path / "advised" / "history.json").read_text())["final_test_acc"] > 0.5
 
 
+def test_cli_divergence_where_no_smaller_rate_learns_says_so(mnist_dir, tmp_path):
+    # 1e12 / 10**6 is still far past any rate that trains (the book's 0.1)
+    proc = _nnx("train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"),
+                "--lr", "1e12", "--iters", "100", "--no-plots")
+    _assert_one_sentence_error(proc, "training diverged; no rate down to --lr 1e+06 learns "
+                               "within 100 iterations")
+
+
 def test_cli_warns_when_the_net_learned_nothing(mnist_dir, tmp_path):
     out = tmp_path / "run"
     proc = _nnx("train", "--device", "cpu", "--lr", "10", "--iters", "300", "--no-plots",

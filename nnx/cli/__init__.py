@@ -26,6 +26,11 @@ SUBCOMMANDS = {
 }
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not a flag."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; the flags of the subcommand named in ``argv`` (if any) are added."""
     parser = argparse.ArgumentParser(
@@ -33,7 +38,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         description="The MNIST two-layer net of Deep Learning from Scratch on NumPy or CuPy.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen = _command(argv)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if name == chosen:
@@ -51,7 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     imported, so a stop at any moment ends as ``nnx COMMAND: interrupted``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
     try:
         with stops.raising():
             from nnx.cli.program import run_program
@@ -59,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_program(lambda args: f"nnx {args.command}", build_parser(argv),
                                lambda args: args._run(args), argv)
     except KeyboardInterrupt as exc:  # a stop while the program started
+        chosen = _command(argv)
         return stops.interrupted(f"nnx {chosen}" if chosen in SUBCOMMANDS else "nnx", exc)
 
 

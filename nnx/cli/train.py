@@ -104,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
                                checkpoint_every=args.checkpoint_every)
                 save_run(out, config, result, plots=not args.no_plots)
                 print(f"saved {result.status} run to {out}")
-                if result.status == "completed" and not _learned(result, data):
-                    print(f"nnx train: warning: {_nothing_learned(result, data)}",
-                          file=sys.stderr)
+                why = _nothing_learned(result, data) if result.status == "completed" else None
+                if why:
+                    print(f"nnx train: warning: {why}", file=sys.stderr)
                 if result.status == "interrupted":
                     print(f"{result.message}; continue it with nnx train --resume {out}")
                     if noted.signum is None:  # a Ctrl-C the loop caught itself
@@ -127,38 +127,32 @@ def _divergence_advice(config: TrainConfig, data: Any, result: TrainResult) -> s
     twice the iterations that diverged (100 at least: losses are checked every 50)."""
     at = result.diverged_at or 1
     iters = min(max(2 * at, 100), config.iters)
+    head = result.message.removesuffix("; try a smaller learning rate")
     for k in range(1, 7):
         lr = config.lr / 10**k
         probe = dataclasses.replace(config, lr=lr, iters=iters)
         probe.eval_every = probe.iters
         tried = train(probe, data, log=lambda _: None, progress=False)
-        if tried.status == "completed" and _learned(tried, data):
-            head = result.message.removesuffix("; try a smaller learning rate")
+        if tried.status == "completed" and _nothing_learned(tried, data) is None:
             return (f"{head}; --lr {lr:g} trains past iteration {probe.iters} without "
                     f"diverging, to test accuracy {tried.history['test_acc'][-1]:.2f} (tried "
                     "from the same start)")
-    return (f"{result.message}: no rate down to --lr {lr:g} learns within {iters} iterations "
-            "without diverging, so check the data and --weight-init-std too")
+    return (f"{head}; no rate down to --lr {lr:g} learns within {iters} iterations without "
+            "diverging (tried from the same start), so try smaller ones and check the data "
+            "and --weight-init-std too")
 
 
-def _guess_accuracy(data: Any) -> float:
-    """The test accuracy of always answering the most common digit of the test set."""
-    labels = data[1][1]
-    return float(np.bincount(labels).max() / labels.size)
-
-
-def _learned(result: TrainResult, data: Any) -> bool:
-    """Whether the run's last test accuracy beats always answering the most common digit
-    (a net whose ReLUs all died, or one left where it started, does not)."""
-    acc = result.history["test_acc"]
-    return not acc or acc[-1] > _guess_accuracy(data)
-
-
-def _nothing_learned(result: TrainResult, data: Any) -> str:
-    return (f"the net learned nothing: its test accuracy {result.history['test_acc'][-1]:.4f} "
-            f"is no better than always answering the most common digit "
-            f"({_guess_accuracy(data):.4f}); a learning rate far too large or far too small "
-            "does this, so try another --lr")
+def _nothing_learned(result: TrainResult, data: Any) -> str | None:
+    """Why the run learned nothing, or None if it did: its last test accuracy is no better
+    than always answering the most common digit of the test set (a net whose ReLUs all
+    died does that, and so does one left where it started)."""
+    labels, acc = data[1][1], result.history["test_acc"]
+    guess = float(np.bincount(labels).max() / labels.size)
+    if not acc or acc[-1] > guess:
+        return None
+    return (f"the net learned nothing: its test accuracy {acc[-1]:.4f} is no better than "
+            f"always answering the most common digit ({guess:.4f}); a learning rate far too "
+            "large or far too small does this, so try another --lr")
 
 
 def save_run(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True) -> None:
