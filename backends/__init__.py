@@ -1,20 +1,25 @@
-"""The xp layer: the only code that knows NumPy from CuPy.
+"""The xp layer: the only code that knows one array library from another.
 
 >>> from backends import get_backend
 >>> be = get_backend("cpu")
 >>> be.xp.sum(be.asarray([1.0, 2.0]))
+
+One :class:`Backend` subclass per library (NumPy, CuPy, PyTorch, array-api-strict), one
+registry (:data:`LIBRARIES`), one parser of device strings (:func:`parse_device`).
 """
 
+from backends.base import Backend, BackendError, DeviceSpec
 from backends.core import (
     ACCEPTED,
     ENV_VAR,
-    Backend,
-    BackendError,
+    LIBRARIES,
     available,
     default_device,
+    describe_array,
     device_of,
     device_scope,
     get_backend,
+    is_out_of_memory,
     parse_device,
     xp_of,
 )
@@ -24,14 +29,18 @@ from backends.info import machine_info
 __all__ = [
     "ACCEPTED",
     "ENV_VAR",
+    "LIBRARIES",
     "Backend",
     "BackendError",
+    "DeviceSpec",
     "available",
     "default_device",
+    "describe_array",
     "device_of",
     "device_scope",
     "get_backend",
     "host_memory_free",
+    "is_out_of_memory",
     "machine_info",
     "parse_device",
     "small_pages",

@@ -90,18 +90,48 @@ def _count() -> tuple[int, str]:
 
 @functools.cache
 def _device_problem(index: int) -> str:
-    """Run a tiny kernel on one device: proves the driver, runtime and NVRTC all work."""
+    """Run a tiny product on one device: proves the driver, runtime, NVRTC (its first
+    kernels are compiled) and cuBLAS (a matrix product) all load and work."""
     cupy, _ = _import()
     try:
         with cupy.cuda.Device(index):
             xp = _namespace()
-            value = float(xp.sum(xp.arange(3, dtype=xp.float64) * 2.0))
-    except Exception as exc:  # missing libnvrtc, driver too old, out of memory, ...
+            a = xp.reshape(xp.arange(4, dtype=xp.float64), (2, 2))
+            value = float(xp.sum(xp.matmul(a, a)))  # [[0, 1], [2, 3]] squared sums to 22
+    except Exception as exc:  # missing libraries, driver too old, out of memory, ...
+        library = missing_library(exc)
+        if library:
+            return (f"CuPy cannot load CUDA's {library} library on cuda:{index} ({_short(exc)}); "
+                    f"CuPy's [ctk] extra provides it: {INSTALL_HINT}")
         return f"CUDA device cuda:{index} does not work ({_short(exc)}); {DRIVER_HINT}"
-    if value != 6.0:
+    if value != 22.0:
         return (f"CUDA device cuda:{index} computed a wrong result in a self-test "
-                f"(3 numbers summed to {value}, not 6); {DRIVER_HINT}")
+                f"(a 2x2 product summed to {value}, not 22); {DRIVER_HINT}")
     return ""
+
+
+LIBRARIES = {"cublas": "cuBLAS", "nvrtc": "NVRTC", "curand": "cuRAND", "cusparse": "cuSPARSE",
+             "nvjitlink": "nvJitLink", "cudart": "CUDA runtime"}
+
+
+def missing_library(exc: BaseException) -> str:
+    """The CUDA library that ``exc`` says could not be loaded ("cuBLAS"), or ""."""
+    if not isinstance(exc, (ImportError, OSError, RuntimeError)):
+        return ""
+    found = re.search(r"lib(cublas|nvrtc|curand|cusparse|nvjitlink|cudart)\w*\.so", str(exc),
+                      re.IGNORECASE)
+    return LIBRARIES[found.group(1).lower()] if found else ""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is CuPy's way of saying the GPU or pinned memory ran out: its
+    ``OutOfMemoryError`` (a MemoryError), cuBLAS failing to allocate its workspace, or the
+    CUDA runtime failing an allocation (pinned host memory, a kernel's launch)."""
+    if isinstance(exc, MemoryError):
+        return True
+    name, text = type(exc).__name__, str(exc)
+    return ((name == "CUBLASError" and "ALLOC_FAILED" in text)
+            or (name == "CUDARuntimeError" and "cudaErrorMemoryAllocation" in text))
 
 
 def _driver_version(cupy: ModuleType) -> int | None:
@@ -218,19 +248,20 @@ class EventTimer:
     Recording does not wait for the GPU. An interval is the GPU time between its two
     events on the stream: the work queued between them, *plus* any time the GPU sat idle
     waiting for the host to launch that work; when the host is the bottleneck, launch
-    overhead is in the figure.
+    overhead is in the figure. Events are made once and reused after each drain.
     """
 
     def __init__(self, index: int) -> None:
         self._cupy, _ = _import()
         self._index = index
         self._pairs: list[tuple[Any, Any]] = []
+        self._spare: list[Any] = []
         self._start: Any = None
 
     def _record(self) -> Any:
         # An event belongs to the device current when it is made; record it there too.
         with self._cupy.cuda.Device(self._index):
-            event = self._cupy.cuda.Event()
+            event = self._spare.pop() if self._spare else self._cupy.cuda.Event()
             event.record()
         return event
 
@@ -248,6 +279,7 @@ class EventTimer:
             self._pairs[-1][1].synchronize()
             get = self._cupy.cuda.get_elapsed_time  # milliseconds
             times = [get(a, b) / 1000.0 for a, b in self._pairs]
+        self._spare += [e for pair in self._pairs for e in pair]
         self._pairs = []
         return times
 
@@ -290,3 +322,14 @@ def versions() -> dict[str, str | None]:
 
 def _cuda_version(v: int) -> str:
     return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def findings() -> dict[str, Any]:
+    """What ``nnx info`` says of CuPy: its version, CUDA's, the GPUs, and what is wrong."""
+    cupy, problem = _import()
+    out: dict[str, Any] = {"cupy": cupy.__version__ if cupy is not None else None}
+    out.update({k: v for k, v in versions().items() if k != "cupy"})
+    out["gpus"] = describe() if cupy is not None and not _count()[1] else []
+    if cupy is None:
+        out["cupy_problem"] = problem
+    return out

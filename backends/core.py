@@ -1,35 +1,32 @@
-"""The backend value: a device, its array namespace, and what the standard leaves out."""
+"""The registry of backend classes, the one parser of device strings, and ``get_backend``.
+
+Adding an array library is one module with a :class:`~backends.base.Backend` subclass and
+one line in :data:`LIBRARIES`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
-import numpy as np
 
 from backends import _cuda
-from backends.host import host_memory_free
+from backends.base import Backend, BackendError, DeviceSpec, array_words
+from backends.cupy_backend import CupyBackend
+from backends.numpy_backend import NumPyBackend
+from backends.strict_backend import StrictBackend
+from backends.torch_backend import TorchBackend
+
+# Every library nnx runs on. A device string's prefix picks one ("cuda:1" -> CuPy).
+LIBRARIES: tuple[type[Backend], ...] = (NumPyBackend, CupyBackend, TorchBackend, StrictBackend)
+# What "auto" tries, in order: the first that works is chosen.
+AUTO: tuple[type[Backend], ...] = (CupyBackend, NumPyBackend)
 
 ENV_VAR = "NNX_DEVICE"
-ACCEPTED = "auto, cpu (or numpy), cuda, cuda:N (or gpu, gpu:N), strict"
-
-
-class BackendError(Exception):
-    """A device or array problem a user can cause; the message is one sentence."""
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """A parsed device string: kind is "auto", "cpu", "cuda" or "strict"."""
-
-    kind: str
-    index: int | None = None
+ACCEPTED = "auto, " + ", ".join(cls.spelling for cls in LIBRARIES)
 
 
 def parse_device(device: str | None) -> DeviceSpec:
@@ -37,18 +34,15 @@ def parse_device(device: str | None) -> DeviceSpec:
     if device is None or not str(device).strip():
         device = default_device()
     text = str(device).strip().lower()
-    if text in ("auto",):
+    if text == "auto":
         return DeviceSpec("auto")
-    if text in ("cpu", "numpy"):
-        return DeviceSpec("cpu")
-    if text == "strict":
-        return DeviceSpec("strict")
-    kind, sep, index = text.partition(":")
-    if kind in ("cuda", "gpu", "cupy"):
-        if not sep:
-            return DeviceSpec("cuda")
-        if index.isdigit():
-            return DeviceSpec("cuda", int(index))
+    prefix, sep, rest = text.partition(":")
+    for cls in LIBRARIES:
+        if prefix in cls.prefixes:
+            spec = cls.parse(rest) if rest or not sep else None
+            if spec is not None:
+                return spec
+            break
     raise BackendError(f"unknown device {device!r}: expected one of {ACCEPTED}")
 
 
@@ -58,246 +52,67 @@ def default_device() -> str:
     return value.strip() or "auto"
 
 
-@dataclass(frozen=True)
-class Backend:
-    """One device and the array namespace that computes on it.
-
-    ``xp`` follows the Array API standard; the methods cover what it leaves out:
-    host<->device moves, synchronisation and timing.
-    """
-
-    name: str  # "numpy", "cupy" or "strict"
-    device: str  # "cpu", "cuda:N" or "strict"
-    xp: ModuleType
-    dtype: Any  # default floating dtype, an xp dtype
-    reason: str = ""
-    array_device: Any = field(default=None, repr=False)  # the value for ``device=`` keywords
-
-    # -- dtypes ---------------------------------------------------------------
-    def resolve_dtype(self, dtype: Any = None) -> Any:
-        """Map ``None`` (the default), "float32"/"float64", NumPy or xp dtypes to an xp dtype."""
-        if dtype is None:
-            return self.dtype
-        for name in ("float32", "float64"):
-            if _is_dtype(dtype, name, getattr(self.xp, name)):
-                return getattr(self.xp, name)
-        raise BackendError(f"unsupported dtype {dtype!r}: expected 'float32' or 'float64'")
-
-    # -- moving arrays ----------------------------------------------------------
-    def asarray(self, x: Any, dtype: Any = None) -> Any:
-        """Copy host data (NumPy arrays, lists, scalars) onto this device."""
-        if self.name == "numpy":
-            return np.asarray(x, dtype=None if dtype is None else self.resolve_dtype(dtype))
-        if self.name == "cupy":  # on this device, whichever one is current
-            return _cuda.asarray(self._gpu, x, None if dtype is None else self.resolve_dtype(dtype))
-        if not isinstance(x, self.xp._array_object.Array):
-            x = np.asarray(x)
-        return self.xp.asarray(
-            x, dtype=None if dtype is None else self.resolve_dtype(dtype), device=self.array_device
-        )
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy an array of this backend to a host NumPy array."""
-        self.check(x, "array")
-        if self.name == "numpy":
-            return np.asarray(x)
-        if self.name == "cupy":
-            return _cuda.to_host(x)
-        return np.asarray(x.to_device(self.xp.Device("CPU_DEVICE")))
-
-    def owns(self, x: Any) -> bool:
-        """Whether ``x`` is an array of this backend, on this device."""
-        if self.name == "numpy":
-            return isinstance(x, (np.ndarray, np.generic))  # reductions return NumPy scalars
-        if self.name == "cupy":
-            return isinstance(x, self.xp.ndarray) and _cuda.device_index(x) == self._gpu
-        return isinstance(x, self.xp._array_object.Array) and x.device == self.array_device
-
-    def check(self, x: Any, what: str) -> None:
-        """Raise a clear error if ``x`` is not an array on this backend's device."""
-        if not self.owns(x):
-            raise BackendError(
-                f"{what} is {_describe(x)}, but this computation runs on {self.device} "
-                f"({self.name}); move it there with backend.asarray()"
-            )
-
-    def scope(self) -> contextlib.AbstractContextManager[Any]:
-        """A ``with`` block in which this backend's device is the current one.
-
-        CuPy makes arrays and runs kernels on its *current* device; on NumPy and
-        array-api-strict this does nothing.
-        """
-        if self.name == "cupy":
-            return self.array_device  # a cupy.cuda.Device is a context manager
-        return contextlib.nullcontext()
-
-    # -- memory ---------------------------------------------------------------
-    def memory_free(self) -> int:
-        """Bytes a new allocation can take on this device: GPU memory, or the host's."""
-        if self.name == "cupy":
-            return _cuda.memory_free(self._gpu)
-        return host_memory_free()
-
-    # -- time -----------------------------------------------------------------
-    def synchronize(self) -> None:
-        """Wait until all queued work on the device is done (no-op on CPU)."""
-        if self.name == "cupy":
-            _cuda.synchronize(self._gpu)
-
-    def time(self, fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> np.ndarray:
-        """Seconds per call of ``fn``: warm-up first, then ``repeat`` timed calls.
-
-        On CUDA the device is synchronised around each call, so the figure is the
-        time the work took, not the time it took to queue it.
-        """
-        for _ in range(warmup):
-            fn()
-        self.synchronize()
-        times = np.empty(repeat)
-        for i in range(repeat):
-            start = time.perf_counter()
-            fn()
-            self.synchronize()
-            times[i] = time.perf_counter() - start
-        return times
-
-    def interval_timer(self) -> IntervalTimer:
-        """A timer for many short intervals that never stalls the device between them.
-
-        On CUDA each interval is a pair of events on the device's stream, read back by
-        ``drain``: GPU time between them, which includes any time the GPU sat idle waiting
-        for the host to launch work. On CPU it is the wall clock (the work is done when the
-        call returns).
-        """
-        if self.name == "cupy":
-            return _cuda.EventTimer(self._gpu)
-        return _HostTimer()
-
-    @property
-    def _gpu(self) -> int:
-        return _index(self.device) or 0
-
-    def __str__(self) -> str:
-        return f"{self.device} ({self.name})"
-
-
-class IntervalTimer:
-    """``start()``/``stop()`` around each interval; ``drain()`` returns their seconds."""
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def drain(self) -> list[float]: ...
-
-
-class _HostTimer(IntervalTimer):
-    def __init__(self) -> None:
-        self._t0 = 0.0
-        self._times: list[float] = []
-
-    def start(self) -> None:
-        self._t0 = time.perf_counter()
-
-    def stop(self) -> None:
-        self._times.append(time.perf_counter() - self._t0)
-
-    def drain(self) -> list[float]:
-        times, self._times = self._times, []
-        return times
-
-
-def _is_dtype(dtype: Any, name: str, xp_dtype: Any) -> bool:
-    if isinstance(dtype, str):
-        return dtype == name
-    if dtype is xp_dtype:
-        return True
-    try:
-        return np.dtype(dtype) == np.dtype(name)
-    except TypeError:
-        return False
-
-
-def _index(device: str) -> int | None:
-    _, _, index = device.partition(":")
-    return int(index) if index else None
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, np.ndarray):
-        return "a NumPy array on the host"
-    gpu = _cuda.array_device(x)
-    if gpu is not None:
-        return f"a CuPy array on cuda:{gpu.id}"
-    if hasattr(x, "__array_namespace__"):
-        try:
-            return f"an array on {array_api_compat.device(x)}"
-        except (TypeError, AttributeError):
-            return f"an array of type {type(x).__module__}.{type(x).__name__}"
-    return f"a {type(x).__name__}, not an array"
-
-
-def _numpy_backend(dtype: Any, reason: str) -> Backend:
-    import array_api_compat.numpy as xp
-
-    be = Backend("numpy", "cpu", xp, xp.float64, reason, array_device="cpu")
-    return _with_dtype(be, dtype)
-
-
-def _strict_backend(dtype: Any) -> Backend:
-    import array_api_strict as xp
-
-    device = xp.Device("device1")
-    be = Backend(
-        "strict", "strict", xp, xp.float64, "array-api-strict on its non-CPU device", device
-    )
-    return _with_dtype(be, dtype)
-
-
-def _cupy_backend(index: int | None, dtype: Any, reason: str) -> Backend:
-    xp, idx = _cuda.namespace(index)
-    be = Backend("cupy", f"cuda:{idx}", xp, xp.float64, reason, array_device=_cuda.device(idx))
-    return _with_dtype(be, dtype)
-
-
-def _with_dtype(be: Backend, dtype: Any) -> Backend:
-    if dtype is None:
-        return be
-    return Backend(be.name, be.device, be.xp, be.resolve_dtype(dtype), be.reason, be.array_device)
+def library(name: str) -> type[Backend]:
+    """The backend class registered as ``name``."""
+    return next(cls for cls in LIBRARIES if cls.library == name)
 
 
 def get_backend(device: str | Backend | None = None, dtype: Any = None) -> Backend:
-    """The backend for a device string.
+    """The backend for a device string (see :data:`ACCEPTED`), or ``device`` itself in
+    ``dtype`` when it already is one.
 
-    ``device`` is "cpu"/"numpy", "cuda"/"gpu"/"cuda:N", "auto" or "strict"; ``None`` reads
-    ``$NNX_DEVICE`` and falls back to "auto". "auto" picks CuPy only when it imports and a
-    device answers, and records why in ``backend.reason``; "auto" and "cuda" mean cuda:0,
-    never "whichever device is current", and making a backend leaves the current device
-    alone. Asking for CUDA where there is none raises :class:`BackendError` naming the
-    cause; it never falls back to the CPU.
+    ``None`` reads ``$NNX_DEVICE`` and falls back to "auto". "auto" picks CuPy only when it
+    imports and a device answers, and records why in ``backend.reason``; "auto" and "cuda"
+    mean cuda:0, never "whichever device is current", and making a backend leaves the
+    current device alone. Asking for a device that does not work raises
+    :class:`BackendError` naming the cause; it never falls back to the CPU.
     """
     if isinstance(device, Backend):
-        return _with_dtype(device, dtype)
+        return device.with_dtype(dtype)
     spec = parse_device(device)
-    if spec.kind == "cpu":
-        return _numpy_backend(dtype, "asked for the CPU")
-    if spec.kind == "strict":
-        return _strict_backend(dtype)
-    if spec.kind == "cuda":
-        problem = _cuda.problem(spec.index)
-        if problem:
-            raise BackendError(problem)
-        return _cupy_backend(spec.index, dtype, "asked for CUDA")
-    problem = _cuda.problem(None)
-    if problem:
-        return _numpy_backend(dtype, f"auto chose the CPU: {problem}")
-    return _cupy_backend(None, dtype, "auto chose CUDA: CuPy imports and cuda:0 answers")
+    if spec.library != "auto":
+        cls = library(spec.library)
+        return cls.create(spec, dtype, f"asked for {cls.asked(spec)}")
+    problems: list[str] = []
+    for cls in AUTO:
+        try:
+            be = cls.create(cls.parse(""), dtype, "")
+        except BackendError as exc:
+            problems.append(str(exc))
+            continue
+        be.reason = (f"auto chose {cls.asked(cls.parse(''))}: "
+                     + (problems[0] if problems else f"{be.device} answers its self-test"))
+        return be
+    raise BackendError(f"no device works: {'; '.join(problems)}")
 
 
 def available(include_strict: bool = False) -> list[str]:
-    """Devices that work on this machine: "cpu", then "cuda:N" for each GPU that answers."""
-    devices = ["cpu"] + [f"cuda:{i}" for i in _cuda.working_devices()]
-    if include_strict:
-        devices.append("strict")
-    return devices
+    """Devices that work on this machine: "cpu", "cuda:N" for each GPU CuPy drives, then
+    PyTorch's devices when it is installed; "strict" on request."""
+    devices = [d for cls in LIBRARIES if cls is not StrictBackend for d in cls.devices()]
+    return devices + (["strict"] if include_strict else [])
+
+
+def findings() -> dict[str, Any]:
+    """What every library reports of itself for ``nnx info``."""
+    out: dict[str, Any] = {}
+    for cls in LIBRARIES:
+        out.update(cls.findings())
+    return out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means that some device (the host's included) ran out of memory."""
+    return any(cls.out_of_memory(exc) for cls in LIBRARIES)
+
+
+def describe_array(x: Any) -> str:
+    """What ``x`` is and where it lives, for an error message."""
+    for cls in LIBRARIES:
+        words = cls.array_words(x)
+        if words:
+            return words
+    return array_words(x)
 
 
 _NAMESPACE_BY_TYPE: dict[type, ModuleType] = {}

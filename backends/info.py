@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from backends import _cuda
-from backends.core import BackendError, default_device, get_backend
+from backends.base import BackendError
+from backends.core import default_device, get_backend
 
 
 def cpu_name() -> str:
@@ -29,10 +29,11 @@ def cpu_name() -> str:
 
 
 def machine_info(gpus: bool = True) -> dict[str, Any]:
-    """Python, NumPy, CuPy/CUDA versions, the CPU and GPUs, and what "auto" resolves to.
+    """Python, NumPy, the CPU, what every optional library finds (CuPy and CUDA's versions
+    and GPUs, PyTorch's devices), and what "auto" resolves to.
 
-    ``gpus=False`` (the record of a CPU run) leaves out CuPy and the GPUs: importing CuPy
-    to describe them takes a tenth of a second that such a run does not need.
+    ``gpus=False`` (the record of a CPU run) leaves out the optional libraries: importing
+    CuPy and PyTorch to describe them takes time that such a run does not need.
     """
     info: dict[str, Any] = {
         "python": platform.python_version(),
@@ -42,10 +43,9 @@ def machine_info(gpus: bool = True) -> dict[str, Any]:
     }
     if not gpus:
         return info
-    cupy, problem = _cuda._import()
-    info["cupy"] = cupy.__version__ if cupy is not None else None
-    info.update({k: v for k, v in _cuda.versions().items() if k != "cupy"})
-    info["gpus"] = _cuda.describe() if cupy is not None and not _cuda._count()[1] else []
+    from backends.core import findings  # each library's own report (CuPy's GPUs, torch's devices)
+
+    info.update(findings())
     info["default_device"] = default_device()
     try:
         be = get_backend(info["default_device"])

@@ -104,16 +104,16 @@ def evaluate(net: MultiLayerNet, x: Any, t: Any, n_wrong: int = 24) -> Evaluatio
     """Classify ``x`` (on the net's device) against labels ``t``; computed there, only the
     10x10 counts and the ``n_wrong`` most confidently wrong rows move to the host."""
     be, xp = net.backend, net.xp
+    f = xp.float64 if be.float64 else xp.float32  # counts and indices stay exact in either
     with be.scope():
         pred = net.predict_labels(x)  # the arithmetic of net.accuracy
-        counts = xp.matmul(xp.matrix_transpose(one_hot(t, CLASSES, xp.float64)),
-                           one_hot(pred, CLASSES, xp.float64))
+        counts = xp.matmul(xp.matrix_transpose(one_hot(t, CLASSES, f)), one_hot(pred, CLASSES, f))
         ends = [(s, min(s + PREDICT_CHUNK, x.shape[0])) for s in range(0, x.shape[0],
                                                                        PREDICT_CHUNK)]
         top = xp.concat([xp.max(softmax(net.predict(x[s:e, ...])), axis=1) for s, e in ends])
-        score = xp.astype(top, xp.float64) - 2.0 * xp.astype(pred == t, xp.float64)
+        score = xp.astype(top, f) - 2.0 * xp.astype(pred == t, f)
         order = xp.argsort(score, descending=True)[:n_wrong]
-        picked = be.to_numpy(xp.stack([xp.astype(v, xp.float64) for v in (
+        picked = be.to_numpy(xp.stack([xp.astype(v, f) for v in (
             order, xp.take(t, order), xp.take(pred, order), xp.take(score, order))]))
         confusion = np.rint(be.to_numpy(counts)).astype(np.int64)
     picked = picked[:, picked[3] > 0]  # right rows scored below zero

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends import device_of, xp_of
+from backends import device_of, device_scope, xp_of
 
 Array = Any
 
@@ -56,7 +56,8 @@ def one_hot(t: Array, num_classes: int, dtype: Any = None) -> Array:
     key = (num_classes, t.dtype, type(t), str(getattr(t, "device", "")))
     classes = _CLASSES.get(key)
     if classes is None:
-        row = xp.arange(num_classes, dtype=t.dtype, device=device_of(t))
+        with device_scope(t):  # CuPy makes arrays on the current device, not on device=
+            row = xp.arange(num_classes, dtype=t.dtype, device=device_of(t))
         classes = _CLASSES[key] = xp.reshape(row, (1, num_classes))
     out = t[:, None] == classes
     return xp.astype(out, xp.float64 if dtype is None else dtype)

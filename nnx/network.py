@@ -148,8 +148,7 @@ class MultiLayerNet:
         xp = self.xp
         if t.ndim != 1:
             t = xp.argmax(t, axis=1)
-        hits = xp.sum(xp.astype(self.predict_labels(x) == t, xp.float64))
-        return float(hits) / max(x.shape[0], 1)
+        return int(xp.count_nonzero(self.predict_labels(x) == t)) / max(x.shape[0], 1)
 
     @_on_device
     def predict_labels(self, x: Array, chunk: int = PREDICT_CHUNK) -> Array:
@@ -189,6 +188,9 @@ class MultiLayerNet:
         from nnx import numerical
 
         one_of("method", method, METHODS)
+        if not self.backend.float64:
+            raise InputError(f"the numerical gradient computes in float64, which {self.backend} "
+                             "does not have; compute it on another device (--device cpu)")
         self.check_values(x, t)
         net = self.astype("float64")
         x64 = self.xp.astype(x, self.xp.float64)

@@ -101,6 +101,7 @@ def train(
     log: Callable[[str], None] | None = None,
     progress: bool | None = None,
     *,
+    backend: Backend | None = None,
     resume: Checkpoint | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
     checkpoint_every: int | None = None,
@@ -116,6 +117,7 @@ def train(
     ``checkpoint_every`` iterations (default: at every evaluation). ``stop`` is polled
     between iterations: when it returns true the run ends as "interrupted", exactly
     between two iterations (a Ctrl-C that is not caught that way may land inside one).
+    ``backend`` is the device ``config.device`` names, when the caller has resolved it.
     """
     (x_train, t_train), (x_test, t_test) = data
     _check_data(x_train, t_train, "training")
@@ -123,7 +125,7 @@ def train(
     config.validate(train_size=x_train.shape[0])
     if checkpoint_every is not None:
         positive_int("checkpoint every", checkpoint_every)
-    be = get_backend(config.device, config.dtype)
+    be = get_backend(config.device if backend is None else backend, config.dtype)
     init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(2)
     net = MultiLayerNet(
         x_train.shape[1], list(config.hidden), 10, config.activation,
@@ -201,6 +203,10 @@ class _Loop:
                    f"{config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
                    + (f"; resumed at iteration {self.i}" if self.i else ""))
         timer = be.interval_timer()
+        # A GPU's one-time costs (library handles, the first kernels' compilation) are paid
+        # here, untimed: one gradient of the first rows, which changes no parameter.
+        x0, _, t0 = (a[: config.batch_size, ...] for a in train_set)
+        be.warm_up(lambda: net.gradient(x0, t0))
         pending: list[Any] = []  # device 0-d losses not yet read back
         status, message, diverged_at = "completed", "", None
         start = time.perf_counter()

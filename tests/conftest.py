@@ -1,7 +1,9 @@
-"""One test body, every backend: numpy and strict always, CuPy when a GPU answers.
+"""One test body, every backend: numpy and strict always, PyTorch's CPU when PyTorch is
+installed, CuPy when a GPU answers.
 
-The CUDA lanes are skipped with the real reason when no GPU works; ``NNX_REQUIRE_CUDA=1``
-(on a GPU machine) turns that skip into a failed run, so a broken driver cannot pass.
+The CUDA and torch lanes are skipped with the real reason when they cannot run;
+``NNX_REQUIRE_CUDA=1`` (on a GPU machine) and ``NNX_REQUIRE_TORCH=1`` (where the torch extra
+is installed) turn that skip into a failed run, so a broken install cannot pass.
 """
 
 from __future__ import annotations
@@ -13,25 +15,30 @@ from pathlib import Path
 import pytest
 
 import backends
-from backends import _cuda
+from backends import _cuda, torch_backend
 from tests.helpers import ROOT
 
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
 
 REQUIRE_CUDA = "NNX_REQUIRE_CUDA"  # "1": a CUDA lane that cannot run fails the run
+REQUIRE_TORCH = "NNX_REQUIRE_TORCH"  # "1": a torch lane that cannot run fails the run
 
 _CUDA = [d for d in backends.available() if d.startswith("cuda")]
 # Why the CUDA lanes cannot run, in the words a user would get: CuPy missing, no driver, ...
 NO_CUDA = "" if _CUDA else _cuda.problem(None) or "no CUDA device passes its self-test"
+NO_TORCH = torch_backend._import()[1]  # "" when PyTorch imports
 
 # (device, dtype): every lane in both float widths; strict stands in for a GPU on CPU.
-_LANES = [("cpu", "float64"), ("strict", "float64"), ("strict", "float32")]
+_LANES = [("cpu", "float64"), ("strict", "float64"), ("strict", "float32"),
+          ("torch:cpu", "float64"), ("torch:cpu", "float32")]
 _LANES += [(d, t) for d in _CUDA or ["cuda"] for t in ("float64", "float32")]
 
 
 def pytest_configure(config) -> None:
     if os.environ.get(REQUIRE_CUDA, "").strip() == "1" and NO_CUDA:
         pytest.exit(f"{REQUIRE_CUDA}=1 but the CUDA lanes cannot run: {NO_CUDA}", returncode=1)
+    if os.environ.get(REQUIRE_TORCH, "").strip() == "1" and NO_TORCH:
+        pytest.exit(f"{REQUIRE_TORCH}=1 but the torch lanes cannot run: {NO_TORCH}", returncode=1)
     # The user cache (MNIST's decoded copies, downloads) of this run, subprocesses included:
     # the tests never write into the real one.
     config._nnx_cache = tempfile.TemporaryDirectory(prefix="nnx-test-cache-")
@@ -48,6 +55,8 @@ def _lane(device: str, dtype: str):
     marks = []
     if device.startswith("cuda") and not _CUDA:
         marks.append(pytest.mark.skip(reason=f"no CUDA lane: {NO_CUDA}"))
+    if device.startswith("torch") and NO_TORCH:
+        marks.append(pytest.mark.skip(reason=f"no torch lane: {NO_TORCH}"))
     name = {"cpu": "numpy"}.get(device, device.replace(":", ""))
     return pytest.param((device, dtype), id=f"{name}-{dtype}", marks=marks)
 

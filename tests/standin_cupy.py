@@ -42,6 +42,7 @@ STRICT_DEVICES = (strict.Device("device1"), strict.Device("device2"))
 ERRORS = {
     35: ("cudaErrorInsufficientDriver",
          "CUDA driver version is insufficient for CUDA runtime version"),
+    2: ("cudaErrorMemoryAllocation", "out of memory"),
     100: ("cudaErrorNoDevice", "no CUDA-capable device is detected"),
     101: ("cudaErrorInvalidDevice", "invalid device ordinal"),
     400: ("cudaErrorInvalidResourceHandle", "invalid resource handle"),
@@ -64,15 +65,20 @@ class StandInCupy(types.ModuleType):
     ``devices``: GPUs present; ``driver``: the CUDA version the driver supports (0: no
     driver); ``runtime``: the CUDA version CuPy was built with (a driver below it is
     "insufficient"); ``broken``: devices whose kernels fail; ``wrong``: devices whose
-    kernels compute wrong values.
+    kernels compute wrong values; ``no_cublas``: CuPy installed without its ``[ctk]``
+    libraries (kernels compile, the first matrix product cannot load cuBLAS);
+    ``first_kernel_ms``: GPU time each kernel takes at its first call on a device (its
+    compilation, and the library handle a first matrix product makes).
     """
 
     def __init__(self, devices: int = 2, driver: int = 13000, runtime: int = 13000,
-                 broken: tuple[int, ...] = (), wrong: tuple[int, ...] = ()) -> None:
+                 broken: tuple[int, ...] = (), wrong: tuple[int, ...] = (),
+                 no_cublas: bool = False, first_kernel_ms: float = 0.0) -> None:
         super().__init__("cupy")
         self.__version__ = "14.2.0"
         self.n_devices, self.driver, self.runtime_version = devices, driver, runtime
         self.broken, self.wrong = set(broken), set(wrong)
+        self.no_cublas, self.first_kernel_ms, self.started = no_cublas, first_kernel_ms, set()
         self.current = 0
         self.clock = [0.0] * max(devices, 1)  # GPU time (ms) of each device's stream
         self.synced: list[int] = []  # the devices whose stream or whole device was waited on
@@ -246,8 +252,10 @@ def _event_class(cupy: StandInCupy) -> type:
             cupy.recorded.append(self)
 
         def synchronize(self) -> None:
-            # A stream runs in order: this event done means every one recorded before it is.
-            for e in cupy.recorded[: cupy.recorded.index(self) + 1]:
+            # A stream runs in order: this event done means every one recorded before it is
+            # (an event recorded again counts where it was recorded last).
+            last = len(cupy.recorded) - cupy.recorded[::-1].index(self)
+            for e in cupy.recorded[:last]:
                 e.done = e.done or e.device == self.device
 
     return Event
@@ -275,6 +283,12 @@ def _namespace(cupy: StandInCupy) -> types.SimpleNamespace:
             if cupy.current in cupy.broken:
                 raise RuntimeError("CuPy failed to load libnvrtc.so.13: OSError: "
                                    "libnvrtc.so.13: cannot open shared object file")
+            if cupy.no_cublas and fn.__name__ in ("matmul", "tensordot", "vecdot"):
+                raise ImportError('Failure finding "libcublasLt.so.13 or libcublasLt.so.12": '
+                                  "No such file: libcublasLt.so.13 or libcublasLt.so.12")
+            if (cupy.current, fn.__name__) not in cupy.started:  # compiled at its first call
+                cupy.started.add((cupy.current, fn.__name__))
+                cupy.advance(cupy.current, cupy.first_kernel_ms)
             return fn(*args, **kwargs)
 
         return run

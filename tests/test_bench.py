@@ -135,12 +135,13 @@ def sweep_rows(b: int, cpu: float, gpu: float) -> list[Row]:
 def test_crossover_is_where_the_gpu_stays_faster():
     rows = [r for p in ((10, 1, 5), (100, 2, 1), (1000, 3, 4), (10000, 9, 2))
             for r in sweep_rows(*p)]
-    c = {(x["method"], x["gpu"]): x for x in crossovers(rows, "batch")}
+    c = {(x["method"], x["gpu"]): x for x in crossovers(rows, "batch", ["cuda:0"])}
     assert c["backprop", "cuda:0"]["from"] == 10000
     assert c["numerical_vectorized", "cuda:0"]["from"] is None  # skipped on the GPU
     assert c["numerical_vectorized", "cuda:0"]["text"] == "no point measured on both devices"
-    assert crossovers(rows, "hidden") == []
-    one = crossovers(sweep_rows(10, 2, 1), "batch")[0]
+    assert crossovers(rows, "hidden", ["cuda:0"]) == []
+    assert crossovers(rows, "batch", []) == []  # no GPU among the devices: nothing to cross
+    one = crossovers(sweep_rows(10, 2, 1), "batch", ["cuda:0"])[0]
     assert one["method"] == "backprop" and one["text"].startswith("GPU faster at every")
 
 
@@ -178,9 +179,9 @@ def test_synthetic_batch_is_deterministic_and_mnist_sparse():
 def check_gradients_json(path: Path, devices: list[str]) -> dict:
     data = json.loads(path.read_text())
     for key in ("schema", "date", "machine", "config", "data", "devices", "rows", "checks",
-                "gpu_vs_cpu"):
+                "vs_cpu"):
         assert key in data
-    assert data["schema"] == "nnx-bench-gradients/2"
+    assert data["schema"] == "nnx-bench-gradients/3"
     assert data["machine"]["cpu"] and data["config"]["batch"] == 100
     assert list(data["devices"]) == devices
     for device in devices:
@@ -296,8 +297,8 @@ def test_peer_without_torch_says_not_installed(monkeypatch):
     from nnx.bench.cases import torch_status
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    assert torch_status("cpu") == (None, "not installed")
-    assert torch_status("strict")[0] is None
+    assert torch_status(get_backend("cpu")) == (None, "not installed")
+    assert torch_status(get_backend("strict")) == (None, "no PyTorch device stands for strict")
 
 
 def test_bench_module_is_a_cli_subcommand():
@@ -353,10 +354,11 @@ def test_gpu_reports_render_without_a_gpu(tmp_path):
         Row(d, "backprop", "backprop (net.gradient)", stats(b)),
         Row(d, "numerical_vectorized", "numerical, vectorised", stats(n)),
         Row(d, "peer_torch", "peer: PyTorch autograd", note="not installed"))]
-    gpu_vs_cpu = bench.gpu_vs_cpu(rows)
-    assert [(k.device, k.what) for k in gpu_vs_cpu] == [
+    vs_cpu = bench.vs_cpu(rows, ["cuda:0"])
+    assert [(k.device, k.what) for k in vs_cpu] == [
         ("cuda:0", "backprop (net.gradient)"), ("cuda:0", "numerical, vectorised")]
-    assert gpu_vs_cpu[0].ratio.value == pytest.approx(3.0)
+    assert vs_cpu[0].ratio.value == pytest.approx(3.0)
+    assert bench.vs_cpu(rows, []) == []
     sweep = []
     for b in (10, 100, 1000):
         where = {"axis": "batch", "batch": b, "hidden": 50}
@@ -370,19 +372,20 @@ def test_gpu_reports_render_without_a_gpu(tmp_path):
         "data": "synthetic", "date": "today", "command": "nnx bench",
         "load_average": {"start": [0.1], "end": [0.2]}, "other_cpu": {"measurement": 0.0},
         "devices": {"cpu": {"description": "cpu"}, "cuda:0": {"description": "cuda:0"}},
-        "rows": rows, "checks": [], "gpu_vs_cpu": gpu_vs_cpu,
-        "sweep": {"axes": ["batch"], "rows": sweep, "crossover": crossovers(sweep, "batch")},
+        "rows": rows, "checks": [], "vs_cpu": vs_cpu,
+        "sweep": {"axes": ["batch"], "rows": sweep,
+                  "crossover": crossovers(sweep, "batch", ["cuda:0"])},
     }
     backprop = [x for x in result["sweep"]["crossover"] if x["method"] == "backprop"]
     assert backprop[0]["from"] == 100
     text = bench_report.render(result)
-    assert "CPU time / GPU time" in text and "GPU faster from batch=100 on" in text
+    assert "NumPy CPU time / device time" in text and "GPU faster from batch=100 on" in text
     assert "3x" in text and "not installed" in text
     bench.save(result, text, tmp_path)
     assert (tmp_path / "sweep_batch.png").stat().st_size > 0
-    assert "## GPU vs CPU" in (tmp_path / "gradients.md").read_text()
+    assert "## Each device vs NumPy on the CPU" in (tmp_path / "gradients.md").read_text()
     saved = json.loads((tmp_path / "gradients.json").read_text())
-    assert saved["gpu_vs_cpu"][0]["ratio"]["value"] == pytest.approx(3.0)
+    assert saved["vs_cpu"][0]["ratio"]["value"] == pytest.approx(3.0)
     assert saved["sweep"]["rows"][0]["stats"]["median"] == pytest.approx(1e-4)
 
 
@@ -405,9 +408,11 @@ def test_bench_training_script(tmp_path, mnist_dir):
         # figure of the book's run after one epoch); a broken contender stays near 10%.
         assert len(row["extra"]["test_acc"]) == 2 and min(row["extra"]["test_acc"]) > 0.85
     assert (tmp_path / "bench_training.md").read_text().startswith("# The book's training run")
-    # The floor: the products alone, which the run cannot beat (it makes them all and more).
+    # The floor: the products alone, which the run makes all of and more. That it is below
+    # the run is a benchmark's finding, not asserted here: a busy machine can invert a pair.
     for f in data["floors"]:
-        assert 0 < f["seconds"] < min(f["training_s"]) and f["training_over_floor"] > 1
+        assert 0 < f["seconds"] and f["training_over_floor"] == pytest.approx(
+            float(np.median(f["training_s"])) / f["seconds"], rel=1e-9)
         assert set(f["products_s"]) == {"x @ W1", "x.T @ dZ1", "Z1 @ W2", "Z1.T @ dY",
                                         "dY @ W2.T"} and f["evaluations"] == 2
         # The same products on gathered batches, looped: more than the floor, less than a run.

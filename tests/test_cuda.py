@@ -42,6 +42,11 @@ def gpus(machine) -> StandInCupy:
     return machine(devices=2)
 
 
+def _not_torch(devices: list[str]) -> list[str]:
+    """The devices that are not PyTorch's (listed too where PyTorch is installed)."""
+    return [d for d in devices if not d.startswith("torch:")]
+
+
 def _cuda1(cupy: StandInCupy) -> backends.Backend:
     """A cuda:1 backend, with cuda:0 made current again after it (whatever it did)."""
     be = get_backend("cuda:1")
@@ -179,6 +184,74 @@ def test_training_on_cuda1_stays_on_cuda1(gpus):
     assert gpus.current == 0
 
 
+def test_one_hots_class_row_is_made_on_the_labels_device(gpus):
+    """The cached row 0..C-1 is made on the labels' device even outside its scope, so a call
+    that fails there (cuda:0 current) leaves nothing behind that breaks later calls."""
+    from nnx.functions import _CLASSES, one_hot
+
+    be = _cuda1(gpus)
+    t = be.asarray(np.array([2, 0, 1]))
+    _CLASSES.clear()
+    with pytest.raises(ValueError, match="current device"):
+        one_hot(t, 7)  # outside a scope: CuPy refuses the comparison on cuda:1
+    with be.scope():
+        hot = one_hot(t, 7, be.dtype)
+    assert be.owns(hot) and be.to_numpy(hot).argmax(axis=1).tolist() == [2, 0, 1]
+    assert all(be.owns(row) for row in _CLASSES.values())
+
+
+def test_the_loop_sample_benchmark_runs_on_cuda1(gpus):
+    from nnx.bench import cases
+
+    be = _cuda1(gpus)
+    net = cases.make_net(be, 5, seed=0)
+    x, t = be.asarray(np.ones((2, 784))), be.asarray(np.array([0, 2]))
+    indices = {k: [0, 1] for k in net.params}
+    row = cases.LoopSample(net, x, t, indices).time(be, 1)
+    assert row.device == "cuda:1" and row.stats.n == 1 and gpus.current == 0
+
+
+def test_a_cuda_backend_is_a_hashable_value(gpus):
+    be = _cuda1(gpus)
+    assert hash(be) == hash(get_backend("cuda:1")) and be == get_backend("cuda:1")
+    assert {be: 1}[get_backend("cuda:1")] == 1 and be != get_backend("cuda:0")
+    assert be.is_gpu and be.has_events and be.float64 and be.hardware == "cuda:1"
+
+
+def test_the_event_timer_reuses_its_events(gpus):
+    be = _cuda1(gpus)
+    timer = be.interval_timer()
+    for _ in range(3):  # three drains of four intervals each
+        for _ in range(4):
+            timer.start()
+            gpus.advance(1, 1.0)
+            timer.stop()
+        assert timer.drain() == pytest.approx([0.001] * 4)
+    assert len(gpus.recorded) == 24 and len({id(e) for e in gpus.recorded}) == 8
+
+
+def test_the_first_kernels_cost_is_paid_before_the_first_timed_iteration(machine, monkeypatch):
+    """A first kernel that takes a second (its compilation, cuBLAS's handle) lands in no
+    gradient time, and the run's numbers are those of a run without the warm-up."""
+    rng = np.random.default_rng(0)
+    data = tuple((rng.random((20, 8)).astype(np.float32), rng.integers(0, 10, 20))
+                 for _ in range(2))
+    config = TrainConfig(device="cuda:0", iters=5, batch_size=4, hidden=(5,), lr=0.1)
+    quiet = {"log": lambda line: None, "progress": False}
+    gpus = machine(devices=1, first_kernel_ms=1000.0)
+    warmed = train(config, data, **quiet)
+    assert max(warmed.history["grad_time"]) < 0.5 and (0, "matmul") in gpus.started
+
+    gpus = machine(devices=1, first_kernel_ms=1000.0)
+    monkeypatch.setattr(type(get_backend("cuda:0")), "warm_up", lambda self, fn: None)
+    cold = train(config, data, **quiet)
+    assert cold.history["grad_time"][0] >= 1.0  # what the warm-up keeps out of the figures
+    assert cold.history["loss"] == warmed.history["loss"]
+    for key, value in warmed.net.params.items():
+        assert np.array_equal(cold.net.backend.to_numpy(cold.net.params[key]),
+                              warmed.net.backend.to_numpy(value)), key
+
+
 # -- why there is no GPU ---------------------------------------------------------------
 
 
@@ -210,7 +283,7 @@ def test_no_driver_is_named_for_cuda_and_auto(machine):
         get_backend("cuda")
     be = get_backend("auto")
     assert be.device == "cpu" and "auto chose the CPU" in be.reason and "driver" in be.reason
-    assert backends.available() == ["cpu"]
+    assert _not_torch(backends.available()) == ["cpu"]
 
 
 def test_a_driver_too_old_for_the_runtime_says_both_versions_and_the_fix(machine):
@@ -240,8 +313,55 @@ def test_an_index_beyond_the_devices_names_those_present(machine):
 
 def test_a_failing_self_test_takes_only_that_device_out(machine):
     machine(devices=2, broken=(1,))
-    assert "cuda:1 does not work" in _cuda.problem(1) and "libnvrtc" in _cuda.problem(1)
-    assert _cuda.problem(0) == "" and backends.available() == ["cpu", "cuda:0"]
+    why = _cuda.problem(1)
+    assert why.startswith("CuPy cannot load CUDA's NVRTC library on cuda:1") and "libnvrtc" in why
+    assert "[ctk]" in why and 'pip install "nnx[cuda12]"' in why
+    assert _cuda.problem(0) == "" and _not_torch(backends.available()) == ["cpu", "cuda:0"]
+
+
+def test_cupy_without_its_libraries_is_found_by_the_self_tests_product(machine):
+    """CuPy installed without its [ctk] libraries compiles kernels but cannot load cuBLAS:
+    the self-test's matrix product finds it, so auto stays on the CPU and says why."""
+    machine(devices=1, no_cublas=True)
+    why = _cuda.problem(0)
+    assert why.startswith("CuPy cannot load CUDA's cuBLAS library on cuda:0 (ImportError: ")
+    assert "libcublasLt.so.13" in why and "[ctk]" in why and 'pip install "nnx[cuda12]"' in why
+    with pytest.raises(BackendError, match="cuBLAS"):
+        get_backend("cuda")
+    be = get_backend("auto")
+    assert be.device == "cpu" and "cuBLAS" in be.reason
+
+
+class CUBLASError(RuntimeError):
+    """Like ``cupy_backends.cuda.libs.cublas.CUBLASError``: the status's name is the text."""
+
+
+@pytest.mark.parametrize("error", [
+    CUBLASError("CUBLAS_STATUS_ALLOC_FAILED"),
+    pytest.param(None, id="CUDARuntimeError-cudaErrorMemoryAllocation"),
+], ids=["CUBLASError-ALLOC_FAILED", "CUDARuntimeError"])
+def test_a_gpu_library_out_of_memory_gets_the_memory_advice(machine, monkeypatch, tmp_path,
+                                                            capsys, mnist_dir, error):
+    from tests.standin_cupy import CUDARuntimeError
+
+    error = error or CUDARuntimeError(2)
+    assert backends.is_out_of_memory(error)
+    assert not backends.is_out_of_memory(CUBLASError("CUBLAS_STATUS_INVALID_VALUE"))
+    machine(devices=1)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(nnx.network.MultiLayerNet, "gradient", fail)
+    from nnx.cli import main as nnx_main
+
+    code = nnx_main(["train", "--device", "cuda", "--iters", "5", "--no-plots", "--data-dir",
+                     str(mnist_dir), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("nnx train: error: out of memory") and "training on cuda:0" in err[0]
+    assert "; try " in err[0]
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 def test_a_wrong_self_test_result_is_refused(machine):
@@ -374,6 +494,8 @@ def test_two_cupy_wheels_installed_at_once_are_one_sentence(tmp_path, monkeypatc
                               "(cupy-cuda12x, cupy-cuda13x); pip uninstall all of them")
         assert _cuda.problem(None) == why
     finally:
-        monkeypatch.delitem(sys.modules, "cupy", raising=False)
+        # Not monkeypatch.delitem: it would note the fake module and put it back at teardown,
+        # where every later test would find it (the delitem above restores the real one).
+        sys.modules.pop("cupy", None)
         _cuda._import.cache_clear()
         _cuda._count.cache_clear()

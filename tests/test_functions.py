@@ -33,7 +33,7 @@ def _eps(backend) -> float:
 
 def assert_scalar_on(backend, value) -> None:
     """Like assert_on for 0-d results: NumPy reductions return NumPy scalars, not 0-d arrays."""
-    if backend.name == "numpy":
+    if backend.numpy_native:
         assert isinstance(value, (np.ndarray, np.generic)), type(value)
     else:
         assert_on(backend, value)

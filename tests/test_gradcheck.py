@@ -15,7 +15,7 @@ from nnx.layers import Affine, Sigmoid
 from nnx.network import MultiLayerNet, TwoLayerNet
 from nnx.numerical import numerical_gradient
 from tests import helpers
-from tests.conftest import assert_on
+from tests.conftest import NO_TORCH, assert_on
 
 MODES = ["full", "sample", "direction"]
 H = 1e-4
@@ -234,7 +234,7 @@ def test_bad_arguments_are_input_errors(kwargs, message):
 
 
 def test_arrays_from_another_device_are_backend_errors(backend):
-    other = get_backend("cpu" if backend.name == "strict" else "strict")
+    other = get_backend("strict" if backend.numpy_native else "cpu")
     net = _net(backend, "sigmoid")
     x, t = _batch(backend)
     with pytest.raises(BackendError, match=r"^x is "):
@@ -256,7 +256,8 @@ def _gradcheck(*args: str) -> subprocess.CompletedProcess:
     return helpers.run("-m", "nnx.cli", "gradcheck", *args, timeout=300)
 
 
-@pytest.mark.parametrize("device", ["cpu", "strict"])
+@pytest.mark.parametrize("device", ["cpu", "strict", pytest.param(
+    "torch:cpu", marks=pytest.mark.skipif(bool(NO_TORCH), reason=f"no torch lane: {NO_TORCH}"))])
 def test_nnx_gradcheck_names_every_parameter_with_the_books_figure(mnist_dir, device):
     out = helpers.ok(_gradcheck("--device", device, "--data-dir", str(mnist_dir)))
     assert "784-50-10 relu net, the first 3 training images" in out

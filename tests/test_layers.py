@@ -19,7 +19,7 @@ TOL = 1e-8  # central differences of smooth functions of O(1) values in float64
 
 def assert_scalar_on(backend, value) -> None:
     """Like assert_on for 0-d results: NumPy arithmetic on 0-d arrays gives NumPy scalars."""
-    if backend.name == "numpy":
+    if backend.numpy_native:
         assert isinstance(value, (np.ndarray, np.generic)), type(value)
     else:
         assert_on(backend, value)

@@ -120,7 +120,9 @@ class LoopSample:
     the net, perturbed one coordinate at a time), on ``indices`` only."""
 
     def __init__(self, net: TwoLayerNet, x: Any, t: Any, indices: dict[str, list[int]]) -> None:
-        self.net, self.x, self.t = net.astype("float64"), net.xp.astype(x, net.xp.float64), t
+        with net.backend.scope():  # CuPy computes on the current device: make it the net's
+            self.net, self.x = net.astype("float64"), net.xp.astype(x, net.xp.float64)
+        self.t = t
         self.indices = indices
 
     def call(self, key: str, indices: list[int] | None = None) -> Any:
@@ -130,10 +132,11 @@ class LoopSample:
 
     def time(self, backend: Backend, repeat: int) -> Row:
         """``repeat`` runs over the sample, each extrapolated to every coordinate."""
-        for key in self.indices:  # warm-up: one coordinate of each parameter
-            self.call(key, self.indices[key][:1])
-        runs = [{k: float(backend.time(lambda k=k: self.call(k), 1, warmup=0)[0])
-                 for k in self.indices} for _ in range(repeat)]
+        with backend.scope():  # CuPy computes on the current device: make it the net's
+            for key in self.indices:  # warm-up: one coordinate of each parameter
+                self.call(key, self.indices[key][:1])
+            runs = [{k: float(backend.time(lambda k=k: self.call(k), 1, warmup=0)[0])
+                     for k in self.indices} for _ in range(repeat)]
         sizes = {k: math.prod(v.shape) for k, v in self.net.params.items()}
         counts = {k: len(v) for k, v in self.indices.items()}
         n, total = sum(counts.values()), sum(sizes.values())
@@ -160,10 +163,12 @@ def max_abs_diff(a: dict[str, Any], b: dict[str, np.ndarray]) -> float:
 
 
 # -- the PyTorch peer -------------------------------------------------------------------
-def torch_status(device: str) -> tuple[Any, str]:
-    """(the torch module, "") when a PyTorch peer can run on ``device``, else (None, why)."""
-    if device == "strict":
-        return None, "no PyTorch device stands for array-api-strict"
+def torch_status(be: Backend) -> tuple[Any, str]:
+    """(the torch module, "") when a PyTorch peer can run on the hardware of backend ``be``,
+    else (None, why)."""
+    device = be.hardware
+    if device is None:
+        return None, f"no PyTorch device stands for {be.device}"
     try:
         import torch
     except ImportError:
@@ -172,6 +177,8 @@ def torch_status(device: str) -> tuple[Any, str]:
         return None, f"failed to import ({type(exc).__name__})"
     if device.startswith("cuda") and not torch.cuda.is_available():
         return None, f"PyTorch {torch.__version__} sees no CUDA device"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return None, f"PyTorch {torch.__version__} has no MPS device"
     return torch, ""
 
 
@@ -197,6 +204,8 @@ class TorchStep:
     def sync(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            self.torch.mps.synchronize()
 
     def host_grads(self) -> dict[str, np.ndarray]:
         """The gradients of one step, as host arrays."""

@@ -35,9 +35,10 @@ from nnx.cli import stops
 from nnx.cli.program import add_out_argument, output_dir, run_module
 from nnx.errors import InputError, positive_int, positive_number
 
-SCHEMA = "nnx-bench-gradients/2"
+SCHEMA = "nnx-bench-gradients/3"
 TARGET_BACKPROP = 1.15  # nnx's backprop within this factor of the fused NumPy step
 TARGET_SPEEDUP = 20.0  # the vectorised numerical gradient at least this much faster than the loop
+TARGET_PEER = 1.3  # nnx's backprop within this factor of PyTorch's autograd step, same device
 Grads = Callable[[], dict[str, np.ndarray]]
 
 
@@ -88,25 +89,6 @@ def resolve_devices(specs: Sequence[str], dtype: str) -> list[Backend]:
         be = get_backend(name, dtype)
         result.setdefault(be.device, be)
     return list(result.values())
-
-
-def describe(be: Backend, info: dict[str, Any]) -> str:
-    """The device in words: CPU model and cores, or GPU name with CUDA and CuPy versions."""
-    if be.name == "numpy":
-        try:
-            blas = f" with {np.show_config(mode='dicts')['Build Dependencies']['blas']['name']}"
-        except Exception:  # older NumPy or an unusual build: the BLAS name is a nicety
-            blas = ""
-        return f"{info['cpu']}; NumPy {info['numpy']}{blas}"
-    if be.name == "strict":
-        import array_api_strict
-
-        return (f"array-api-strict {array_api_strict.__version__} on its non-CPU device "
-                f"(NumPy underneath on {info['cpu']}; a stand-in for a GPU)")
-    gpu = next((g for g in info.get("gpus", []) if g["device"] == be.device), {})
-    return (f"{gpu.get('name', be.device)}, {gpu.get('memory_gib', '?')} GiB; CUDA runtime "
-            f"{info.get('cuda_runtime', '?')}, driver {info.get('cuda_driver', '?')}; "
-            f"CuPy {info.get('cupy')}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,7 +170,7 @@ def measure(devs: list[Backend], source: cases.DataSource, host: cases.HostBatch
         loop.extra["max_abs_diff_vs_vectorized"] = cases.max_abs_diff(
             {k: be.to_numpy(sample.call(k)) for k in indices},
             {k: vec[k][i] for k, i in indices.items()})
-        if args.full_loop and be.name == "numpy":
+        if args.full_loop and be.numpy_native:
             log(f"running the one-coordinate loop over all {total:,} coordinates on {be.device}")
             by["numerical_loop_full"] = cases.time_full_loop(be, net, x, t)
         base = by["backprop"].stats
@@ -203,10 +185,10 @@ def measure(devs: list[Backend], source: cases.DataSource, host: cases.HostBatch
                    "warmup": args.warmup, "numerical_repeat": args.numerical_repeat,
                    "loop_sample": n_sample, "full_loop": args.full_loop, "seed": args.seed},
         "data": source.describe(args.batch),
-        "devices": {be.device: {"backend": be.name, "description": describe(be, info)}
+        "devices": {be.device: {"backend": be.library, "description": be.describe()}
                     for be in devs},
         "rows": rows, "checks": [k for d in setup for k in checks(d, rows)],
-        "gpu_vs_cpu": gpu_vs_cpu(rows),
+        "vs_cpu": vs_cpu(rows, [be.device for be in devs if be.hardware and not be.numpy_native]),
     }
 
 
@@ -219,7 +201,7 @@ def companions(be: Backend, net: Any, host: cases.HostBatch,
     """What backprop is timed beside: the NumPy reference steps on the CPU, and the PyTorch
     peer where it can run (else a row saying why not); each with its gradients."""
     out: list[tuple[Row, Case | None, Grads | None]] = []
-    if be.name == "numpy" and not args.no_refs:
+    if be.numpy_native and not args.no_refs:
         w = {k: be.to_numpy(v).copy() for k, v in net.params.items()}
         xh, th, hot = host.x.astype(w["W1"].dtype), host.t, np.eye(10)[host.t]
         book = BookStyleNet(w)
@@ -229,12 +211,12 @@ def companions(be: Backend, net: Any, host: cases.HostBatch,
                  Case.on(be, fused), fused),
                 (Row(be.device, "ref_book", "ref: book-style layers, one-hot labels"),
                  Case.on(be, layered), layered)]
-    torch, why = (None, "skipped (--no-peer)") if args.no_peer else cases.torch_status(be.device)
+    torch, why = (None, "skipped (--no-peer)") if args.no_peer else cases.torch_status(be)
     if torch is None:
         return [*out, (Row(be.device, "peer_torch", "peer: PyTorch autograd", note=why),
                        None, None)]
-    step = cases.TorchStep(torch, net, host, be.device)
-    threads = f", {torch.get_num_threads()} threads" if be.device == "cpu" else ""
+    step = cases.TorchStep(torch, net, host, be.hardware)
+    threads = f", {torch.get_num_threads()} threads" if be.hardware == "cpu" else ""
     return [*out, (Row(be.device, "peer_torch", f"peer: PyTorch {step.version} autograd{threads}"),
                    Case(step.step, step.sync), step.host_grads)]
 
@@ -248,6 +230,11 @@ def checks(device: str, rows: list[Row]) -> list[Check]:
         out.append(Check(device, "backprop (nnx net.gradient) / fused NumPy step", r,
                          f"nnx backprop within {TARGET_BACKPROP:g}x of the fused step",
                          r.value <= TARGET_BACKPROP))
+    if by.get("peer_torch") and by["peer_torch"].stats:
+        r = ratio(by["backprop"].stats, by["peer_torch"].stats)
+        out.append(Check(device, "backprop (nnx net.gradient) / PyTorch autograd step", r,
+                         f"nnx backprop within {TARGET_PEER:g}x of PyTorch's own step",
+                         r.value <= TARGET_PEER))
     loop = by.get("numerical_loop_full") or by["numerical_loop"]
     r = ratio(loop.stats, by["numerical_vectorized"].stats)
     return [*out, Check(device, f"speedup of vectorised over the loop ({loop.method} / "
@@ -255,11 +242,12 @@ def checks(device: str, rows: list[Row]) -> list[Check]:
                         f"{TARGET_SPEEDUP:g}x faster than the loop", r.value >= TARGET_SPEEDUP)]
 
 
-def gpu_vs_cpu(rows: list[Row]) -> list[Check]:
-    """CPU time / GPU time of each method measured on both (above 1: the GPU is faster)."""
+def vs_cpu(rows: list[Row], devices: Sequence[str]) -> list[Check]:
+    """NumPy-on-the-CPU time / the device's time of each method measured on both, for each of
+    ``devices`` (GPUs, PyTorch's CPU): above 1, the device is faster."""
     cpu = {r.method: r.stats for r in rows if r.device == "cpu" and r.stats}
     return [Check(r.device, r.label, ratio(cpu[r.method], r.stats)) for r in rows
-            if r.device.startswith("cuda") and r.stats and r.method in cpu]
+            if r.device in devices and r.stats and r.method in cpu]
 
 
 def save(result: dict[str, Any], text: str, out: Path) -> None:

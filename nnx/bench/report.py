@@ -18,7 +18,7 @@ from nnx.bench.timing import Row, Stats, fmt_ratio, fmt_seconds
 from nnx.plots import figure, save_figure
 
 HEAD = ["device", "method", "median", "IQR (25-75%)", "n", "vs backprop", "range"]
-GPU_HEAD = ["GPU", "method", "CPU time / GPU time", "range"]
+VS_CPU_HEAD = ["device", "method", "NumPy CPU time / device time", "range"]
 SWEEP_HEAD = ["sweep", "batch", "hidden", "method", "device", "median", "IQR / note"]
 RANGES = ("range: per-round = the lowest and highest ratio of medians within one interleaved "
           "round; quartiles = q1/q3 to q3/q1 of cases timed apart")
@@ -106,10 +106,10 @@ def render(result: dict[str, Any], markdown: bool = False, charts: Sequence[str]
     parts = ["# Gradient timings"] * markdown + [lines(head),
                                                  table([cells(r) for r in result["rows"]], HEAD)]
     parts.append(lines([RANGES, *finding_lines(result)]))
-    if result["gpu_vs_cpu"]:
-        parts += ["## GPU vs CPU"] * markdown + [table([
+    if result["vs_cpu"]:
+        parts += ["## Each device vs NumPy on the CPU"] * markdown + [table([
             [k.device, k.what, fmt_ratio(k.ratio.value), k.ratio.span()]
-            for k in result["gpu_vs_cpu"]], GPU_HEAD)]
+            for k in result["vs_cpu"]], VS_CPU_HEAD)]
     if result.get("sweep"):
         sweep = result["sweep"]
         parts += ["## Scaling sweep"] * markdown + [table([

@@ -7,7 +7,7 @@ before anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,14 +67,14 @@ def numerical_bytes(batch: int, hidden: int, density: float) -> int:
 def check_memory(
     backends: list[Backend], backprop_points: list[tuple[int, int]],
     numerical_points: list[tuple[int, int]] = (), density: float = 1.0,
-    free: Callable[[Backend], int] = Backend.memory_free,
+    free: Callable[[Backend], int] = lambda be: be.memory_free(),
     host_free: Callable[[], int] = host_memory_free,
     what: str = "sweep point", hint: str = "--max-batch/--max-hidden",
 ) -> None:
     """Refuse, before anything runs, points that would not fit in memory. Every point runs
     backprop on every device at once (host-backed devices share the host's memory, with the
     host batch); ``numerical_points`` also run the numerical gradient, a device at a time."""
-    on_host = [be for be in backends if be.name != "cupy"]
+    on_host = [be for be in backends if not be.is_gpu]
     host_bytes = host_free()
     size = lambda be: 4 if be.dtype == be.xp.float32 else 8  # noqa: E731
     for b, h in sorted(set(backprop_points) | set(numerical_points)):
@@ -82,7 +82,7 @@ def check_memory(
         need = 4 * b * INPUT * 8 + sum(backprop_bytes(b, h, size(be)) for be in on_host)
         wants = [(need + extra * bool(on_host), host_bytes, "the host")]
         wants += [(backprop_bytes(b, h, size(be)) + extra, free(be), be.device)
-                  for be in backends if be.name == "cupy"]
+                  for be in backends if be.is_gpu]
         for need, available, where in wants:
             if need > available:
                 raise InputError(f"{what} batch={b}, hidden={h} needs ~{gib(need)} GiB, more "
@@ -109,7 +109,8 @@ def run_sweep(
         for b, h in axis_points:
             log(f"sweep {axis}: batch={b}, hidden={h}")
             rows += _point(backends, source, opts, axis, b, h, last)
-    crossover = [c for axis in pts for c in crossovers(rows, axis)]
+    gpus = [be.device for be in backends if be.is_gpu]
+    crossover = [c for axis in pts for c in crossovers(rows, axis, gpus)]
     return {"max_seconds": opts.max_seconds, "axes": list(pts), "rows": rows,
             "crossover": crossover}
 
@@ -142,15 +143,15 @@ def _point(backends: list[Backend], source: DataSource, opts: Any, axis: str, b:
     return backprop + numerical + skipped
 
 
-def crossovers(rows: list[Row], axis: str) -> list[dict[str, Any]]:
-    """For each method and GPU on one axis: the smallest size from which the GPU beats the
-    CPU at every larger size."""
+def crossovers(rows: list[Row], axis: str, gpus: Sequence[str]) -> list[dict[str, Any]]:
+    """For each method and GPU (``gpus``: their devices) on one axis: the smallest size from
+    which the GPU beats NumPy on the CPU at every larger size."""
     out = []
     for method in METHODS:
         mine = [r for r in rows if r.method == method and r.extra.get("axis") == axis]
         at = {(r.extra[axis], r.device): r.stats.median for r in mine if r.stats is not None}
         sizes = sorted({s for s, _ in at})
-        for gpu in sorted({r.device for r in mine if r.device.startswith("cuda")}):
+        for gpu in sorted({r.device for r in mine if r.device in gpus}):
             pairs = [(s, at[s, gpu] < at[s, "cpu"]) for s in sizes
                      if (s, gpu) in at and (s, "cpu") in at]
             out.append({"axis": axis, "method": method, "gpu": gpu, **_crossover(pairs, axis)})

@@ -157,8 +157,12 @@ def time_rows(timed: Sequence[tuple[Row, Case]], repeat: int, warmup: int,
 
 
 def cuda_event_times(backend: Backend, fn: Callable[[], Any], repeat: int, warmup: int) -> Any:
-    """Seconds per call by CUDA events (GPU time, no launch overhead), or None off CUDA."""
-    if backend.name != "cupy":
+    """Seconds per call by the device's own events, or None where it has none.
+
+    An interval is the device's time from the event before a call to the event after it:
+    the work, plus any time the device sat idle waiting for the host to launch it, so when
+    the host is the bottleneck the launch overhead is in the figure."""
+    if not backend.has_events:
         return None
     for _ in range(warmup):
         fn()

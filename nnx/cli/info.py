@@ -1,4 +1,5 @@
-"""Show Python, NumPy, CuPy and CUDA versions, the GPUs seen, and what ``--device auto`` picks.
+"""Show Python, NumPy, CuPy, CUDA and PyTorch versions, the GPUs and PyTorch devices seen, and
+what ``--device auto`` picks.
 
 Use it first when a device does not behave as expected.
 """
@@ -27,5 +28,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{g['device']} {g['name']} ({g['memory_gib']} GiB, sm {g['compute_capability']})"
                 for g in value
             ) or "none"
+        elif key == "torch_devices":
+            value = "; ".join(" ".join([d["device"], *([f"{d['name']} ({d['memory_gib']} GiB)"]
+                                                       if "name" in d else [])]) for d in value)
         print(f"{key:<{width}}  {'-' if value is None else value}")
     return 0

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from backends import BackendError
+from backends import BackendError, is_out_of_memory
 from nnx import io
 from nnx.cli import stops
 from nnx.errors import InputError, NnxError
@@ -48,15 +48,17 @@ def run_program(
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
-    except MemoryError as exc:  # NumPy's and CuPy's out-of-memory errors are both MemoryError
-        print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal
         return stops.interrupted(name, exc)
+    except Exception as exc:  # MemoryError, CuPy's cuBLAS and CUDA errors, PyTorch's OOM
+        if not is_out_of_memory(exc):
+            raise
+        print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     return 2
 
 
-def out_of_memory(exc: MemoryError) -> str:
-    """"out of memory (what failed to allocate)", from NumPy's or CuPy's message."""
+def out_of_memory(exc: BaseException) -> str:
+    """"out of memory (what failed to allocate)", from the library's message."""
     lines = str(exc).strip().splitlines()
     detail = lines[0].rstrip(".") if lines else ""
     if detail.lower().startswith("out of memory"):  # CuPy: "Out of memory allocating N bytes"
@@ -83,7 +85,8 @@ def run_module(
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: one device string, ``None`` when not given (``$NNX_DEVICE``, else auto)."""
     parser.add_argument("--device", default=None, metavar="DEV",
-                        help="auto (default, or $NNX_DEVICE), cpu, cuda, cuda:N or strict")
+                        help="auto (default, or $NNX_DEVICE), cpu, cuda, cuda:N, torch:cpu, "
+                        "torch:cuda[:N], torch:mps or strict")
 
 
 def add_out_argument(parser: argparse.ArgumentParser, default: str | os.PathLike[str] | None,

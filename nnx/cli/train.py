@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from backends import get_backend, machine_info
+from backends import get_backend, is_out_of_memory, machine_info
 from nnx import io, rundir
 from nnx import plots as figures
 from nnx.cli import program, stops
@@ -96,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
         sizes = [data[0][0].shape[1], *config.hidden, 10]
         io.write_json(out / "config.json", {
             **config_dict(config), "resolved_device": be.device, "device_reason": be.reason,
-            "sizes": sizes, "machine": machine_info(gpus=be.name == "cupy")})
+            "sizes": sizes, "machine": machine_info(gpus=be.is_gpu)})
         try:
             with stops.deferred() as noted:
-                result = train(config, data, resume=resume, stop=noted.requested,
+                result = train(config, data, backend=be, resume=resume, stop=noted.requested,
                                on_checkpoint=lambda c: rundir.save_checkpoint(out, c),
                                checkpoint_every=args.checkpoint_every)
                 save_run(out, config, result, plots=not args.no_plots)
@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{result.message}; continue it with nnx train --resume {out}")
                     if noted.signum is None:  # a Ctrl-C the loop caught itself
                         return 130
-        except MemoryError as exc:
+        except Exception as exc:  # MemoryError, or a GPU library's own out-of-memory error
+            if not is_out_of_memory(exc):
+                raise
             raise InputError(_memory_advice(config, be, data, exc)) from None
         finally:
             if not (out / rundir.CHECKPOINT).exists() and not (out / "history.json").exists():
@@ -231,7 +233,7 @@ def _default_lr(optimizer: str) -> float:
     return inspect.signature(OPTIMIZERS[optimizer]).parameters["lr"].default
 
 
-def _memory_advice(config: TrainConfig, be: Any, data: Any, exc: MemoryError) -> str:
+def _memory_advice(config: TrainConfig, be: Any, data: Any, exc: BaseException) -> str:
     """The failed allocation, and the flag that shrinks the largest of the run's arrays:
     the weights (--hidden, to sizes whose weights, gradients and optimizer state fit), the
     activations of a batch (--batch-size) or the data set on the device (--dtype float32)."""
