@@ -2,7 +2,7 @@
 
 Through array-api-compat's torch namespace, the same code that runs on NumPy and CuPy runs
 on PyTorch: a second, independently implemented library with its own dtype rules, device
-placement and kernels. PyTorch is optional (``pip install "nnx[torch]"``) and imported only
+placement and kernels. PyTorch is optional (``pip install ".[torch]"``) and imported only
 when a torch device is asked for, listed or described; :func:`_import` is the one seam.
 """
 
@@ -18,8 +18,7 @@ import numpy as np
 
 from backends.base import Backend, BackendError, DeviceSpec, HostTimer, IntervalTimer
 
-INSTALL_HINT = ('install it with pip install ".[torch]" in nnx\'s folder (pip install '
-                '"nnx[torch]" from an index)')
+INSTALL_HINT = 'install it with pip install ".[torch]" in nnx\'s folder'
 KINDS = ("cpu", "cuda", "mps")
 
 

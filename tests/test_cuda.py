@@ -259,7 +259,7 @@ def test_cupy_missing_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     cupy, why = _cuda._import.__wrapped__()
     assert cupy is None
-    assert why.startswith("CuPy is not installed") and 'pip install "nnx[cuda12]"' in why
+    assert why.startswith("CuPy is not installed") and 'pip install ".[cuda12]"' in why
 
 
 def test_cupy_failing_to_import_names_the_error_and_the_driver(monkeypatch):
@@ -290,7 +290,7 @@ def test_a_driver_too_old_for_the_runtime_says_both_versions_and_the_fix(machine
     machine(driver=12080, runtime=13000)  # a CUDA 13 wheel on a CUDA 12.8 driver
     why = _cuda.problem(0)
     assert "driver supports CUDA 12.8" in why and "needs CUDA 13.0" in why
-    assert "update the NVIDIA driver" in why and "nnx[cuda12]" in why
+    assert "update the NVIDIA driver" in why and ".[cuda12]" in why
 
 
 def test_no_device_names_cudas_error(machine):
@@ -315,7 +315,7 @@ def test_a_failing_self_test_takes_only_that_device_out(machine):
     machine(devices=2, broken=(1,))
     why = _cuda.problem(1)
     assert why.startswith("CuPy cannot load CUDA's NVRTC library on cuda:1") and "libnvrtc" in why
-    assert "[ctk]" in why and 'pip install "nnx[cuda12]"' in why
+    assert "[ctk]" in why and 'pip install ".[cuda12]"' in why
     assert _cuda.problem(0) == "" and _not_torch(backends.available()) == ["cpu", "cuda:0"]
 
 
@@ -325,7 +325,7 @@ def test_cupy_without_its_libraries_is_found_by_the_self_tests_product(machine):
     machine(devices=1, no_cublas=True)
     why = _cuda.problem(0)
     assert why.startswith("CuPy cannot load CUDA's cuBLAS library on cuda:0 (ImportError: ")
-    assert "libcublasLt.so.13" in why and "[ctk]" in why and 'pip install "nnx[cuda12]"' in why
+    assert "libcublasLt.so.13" in why and "[ctk]" in why and 'pip install ".[cuda12]"' in why
     with pytest.raises(BackendError, match="cuBLAS"):
         get_backend("cuda")
     be = get_backend("auto")
@@ -460,6 +460,10 @@ def test_real_cupy_nnx_info_works_and_says_why(real_cupy_without_driver):
     assert info["cupy"] == real_cupy_without_driver.__version__
     assert info["cuda_driver"] is None and info["gpus"] == []
     assert info["resolves_to"] == "cpu" and "no NVIDIA driver" in info["reason"]
+    problems = [f["finding"] for f in info["gpu_setup"] if not f["ok"]]
+    assert any("no NVIDIA driver is visible" in p for p in problems)
+    assert f"CuPy wheel: cupy-cuda13x {real_cupy_without_driver.__version__}" in [
+        f["finding"] for f in info["gpu_setup"]]
 
 
 # CuPy's own warning when several CuPy wheels are installed (cupy/_environment.py, CuPy 14).
@@ -499,3 +503,86 @@ def test_two_cupy_wheels_installed_at_once_are_one_sentence(tmp_path, monkeypatc
         sys.modules.pop("cupy", None)
         _cuda._import.cache_clear()
         _cuda._count.cache_clear()
+
+
+# -- nnx info's diagnosis of the CUDA setup ---------------------------------------------------
+
+
+def _problems(found: list[dict]) -> list[str]:
+    return [f["finding"] for f in found if not f["ok"]]
+
+
+def test_two_cupy_wheels_are_named_by_the_diagnosis(tmp_path, monkeypatch):
+    """Two distributions really installed (their metadata on sys.path), as pip leaves them."""
+    for name in ("cupy_cuda12x", "cupy_cuda13x"):
+        info = tmp_path / f"{name}-14.2.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 14.2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wheels = _cuda.installed_wheels()
+    assert "cupy-cuda12x 14.2.0" in wheels and "cupy-cuda13x 14.2.0" in wheels
+    found = _cuda.diagnose()
+    assert found[0]["finding"].startswith("several CuPy wheels are installed at once: ")
+    assert "cupy-cuda12x 14.2.0" in found[0]["finding"] and "pip uninstall" in found[0]["fix"]
+
+
+def test_no_cupy_is_one_finding_with_the_install_command(monkeypatch):
+    monkeypatch.setattr(_cuda, "installed_wheels", lambda: [])
+    (found,) = _cuda.diagnose()
+    assert not found["ok"] and found["finding"].startswith("CuPy is not installed")
+    assert 'pip install ".[cuda12]"' in found["fix"]
+
+
+def test_a_kernel_cache_that_cannot_be_written_is_found(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert _cuda.kernel_cache_problem(str(tmp_path / "cache" / "kernels")) == ""
+    why = _cuda.kernel_cache_problem(str(blocker / "kernels"))
+    assert why == f"the kernel cache directory {blocker / 'kernels'} is not a directory ({blocker})"
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # a read-only mount
+    why = _cuda.kernel_cache_problem(str(tmp_path))
+    assert why == f"the kernel cache directory {tmp_path} is not writable ({tmp_path})"
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    found = _cuda.diagnose()
+    cache = next(f for f in found if "kernel cache" in f["finding"])
+    assert not cache["ok"] and "CUPY_CACHE_DIR" in cache["fix"]
+
+
+def test_the_diagnosis_of_a_working_gpu_times_its_first_kernels(machine, monkeypatch):
+    machine(devices=1)
+    monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    monkeypatch.setattr(_cuda, "load_library", lambda name: "")
+    found = _cuda.diagnose()
+    assert _problems(found) == []
+    assert any(f["finding"].startswith("cuda:0: the self-test's first kernels compiled and ran "
+                                       "in ") for f in found)
+    assert "this CuPy needs CUDA 13.0; the driver supports CUDA 13.0" in [
+        f["finding"] for f in found]
+
+
+def test_the_diagnosis_names_an_old_driver_and_missing_libraries(machine, monkeypatch):
+    machine(devices=1, driver=12080, runtime=13000)
+    monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    monkeypatch.setattr(_cuda, "load_library", lambda name: f"ImportError: lib{name}.so.13")
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    problems = _problems(_cuda.diagnose())
+    assert "this CuPy needs CUDA 13.0; the driver supports CUDA 12.8" in problems
+    assert "NVRTC (compiles CuPy's kernels) does not load: ImportError: libnvrtc.so.13" in problems
+    assert "cuBLAS (matrix products) does not load: ImportError: libcublas.so.13" in problems
+    assert "CUDA_PATH is not set, and NVRTC was not found without it" in problems
+
+
+def test_nnx_info_prints_the_diagnosis_one_line_per_finding():
+    proc = subprocess.run([sys.executable, "-m", "nnx.cli", "info"], capture_output=True,
+                          text=True, timeout=120)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("gpu setup")]
+    assert proc.returncode == 0 and lines
+    assert all(": " in line for line in lines)
+    proc = subprocess.run([sys.executable, "-m", "nnx.cli", "info", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    import json
+
+    found = json.loads(proc.stdout)["gpu_setup"]
+    assert len(found) == len(lines) and all(set(f) == {"ok", "finding", "fix"} for f in found)

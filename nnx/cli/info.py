@@ -28,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{g['device']} {g['name']} ({g['memory_gib']} GiB, sm {g['compute_capability']})"
                 for g in value
             ) or "none"
+        elif key == "gpu_setup":
+            for f in value:
+                fix = f" -> {f['fix']}" if f["fix"] else ""
+                print(f"{'gpu setup':<{width}}  {'ok' if f['ok'] else 'PROBLEM'}: "
+                      f"{f['finding']}{fix}")
+            continue
         elif key == "torch_devices":
             value = "; ".join(" ".join([d["device"], *([f"{d['name']} ({d['memory_gib']} GiB)"]
                                                        if "name" in d else [])]) for d in value)
