@@ -260,11 +260,13 @@ class Check:
     def cupy_config(self) -> tuple[str, str]:
         proc = self.call([sys.executable, "-c", "import cupy; cupy.show_config()"], 60)
         self.write("cupy-config.txt", proc.stdout + proc.stderr)
-        if proc.returncode == 0:
-            found = dict(re.findall(r"^(CUDA Driver Version|NVRTC Version|cuBLAS Version)\s*: "
-                                    r"(.*)$", proc.stdout, re.M))
-            return "pass", "; ".join(f"{k} {v[:60]}" for k, v in found.items())
-        return ("skipped" if self.dry else "FAIL"), reason(proc)
+        if proc.returncode != 0:
+            return ("skipped" if self.dry else "FAIL"), reason(proc)
+        found = re.findall(r"^(CUDA Driver Version|NVRTC Version|cuBLAS Version)\s*: (.*)$",
+                           proc.stdout, re.M)
+        bad = any("Error" in v for _, v in found)  # a library that does not load
+        detail = "; ".join(f"{k} {v.split('(')[0] if 'Error' in v else v}" for k, v in found)
+        return ("pass" if not bad else "skipped" if self.dry else "FAIL"), detail
 
     def nnx_info(self) -> tuple[str, str]:
         self.write("info.json", self.info.stdout if self.facts else
@@ -273,7 +275,8 @@ class Check:
             return "FAIL", reason(self.info)
         gpus = self.facts.get("gpus") or []
         detail = f"auto resolves to {self.facts.get('resolves_to')}; GPUs: " + (
-            ", ".join(f"{g.get('device')} {g.get('name')}" for g in gpus) or "none")
+            ", ".join(f"{g.get('device')} {g.get('name')}" for g in gpus)
+            or f"none ({self.facts.get('reason')})")
         return ("pass" if self.dry or gpus else "FAIL"), detail
 
     def train(self, role: str, dtype: str) -> tuple[str, str]:
