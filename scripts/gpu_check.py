@@ -42,7 +42,7 @@ dependencies, prepare on a machine with internet access, in the repository root:
 holds them). Both folders are ignored by git: take them along with the working tree.
 Then, on the GPU machine, in the repository root, the one command:
 
-  python scripts/gpu_check.py --wheels .gpu-wheels --data-dir .gpu-mnist --out gpu-check
+  python3 scripts/gpu_check.py --wheels .gpu-wheels --data-dir .gpu-mnist --out gpu-check
 
 and bring back the folder as one file: tar czf gpu-check.tar.gz gpu-check. The wheels
 are installed into a temporary folder for the check's own processes, nothing else.
@@ -155,23 +155,24 @@ class Check:
         self.out = Path()  # set once the GPU's name is known
         self.name = "dry run on the CPU (strict stands in for the GPU)" if dry else "unknown GPU"
         self.steps: dict[str, tuple[str, str]] = {}
-        self.early: list[tuple[str, Callable[[], tuple[str, str]]]] = []
         self.accuracy: dict[tuple[str, str], float] = {}
+        self.facts: dict = {}  # nnx info's, once asked
+        self.smi_reason = "nvidia-smi not run"
+        self.install([])
 
     # -- before the results folder exists ------------------------------------------------
     def install(self, wheels: list[Path]) -> None:
-        if not wheels:
-            self.early.append(("wheels", lambda: (self.write("wheels.log", "no --wheels\n"), (
-                "skipped", "no --wheels: the packages come from this Python"))[1]))
-            return
-        proc = self.call([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
-                          "--no-deps", "--no-compile", "--disable-pip-version-check", "--target",
-                          str(self.site), *map(str, wheels)], 120)
-        names = ", ".join(w.name.split("-py")[0] for w in wheels)
-        result = ("pass", f"installed {names}") if proc.returncode == 0 else \
-            ("FAIL", f"pip: {reason(proc)}")
-        log = proc.stdout + proc.stderr
-        self.early.append(("wheels", lambda: (self.write("wheels.log", log), result)[1]))
+        """Install ``wheels`` into the folder the check's processes import from first."""
+        self.wheels_result = ("skipped", "no --wheels: the packages come from this Python")
+        self.wheels_log = "no --wheels\n"
+        if wheels:
+            proc = self.call([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+                              "--no-deps", "--no-compile", "--disable-pip-version-check",
+                              "--target", str(self.site), *map(str, wheels)], 120)
+            names = ", ".join(w.name.split("-py")[0] for w in wheels)
+            self.wheels_result = ("pass", f"installed {names}") if proc.returncode == 0 else \
+                ("FAIL", f"pip: {reason(proc)}")
+            self.wheels_log = proc.stdout + proc.stderr
 
     def find_gpu(self) -> None:
         smi = shutil.which("nvidia-smi")
@@ -196,8 +197,7 @@ class Check:
     # -- the steps -------------------------------------------------------------------------
     def run_all(self) -> int:
         try:
-            for name, step in self.early:
-                self.step(name, step)
+            self.step("wheels", self.wheels)
             self.step("environment", self.environment)
             self.step("nvidia-smi", self.nvidia_smi)
             self.step("cupy.show_config()", self.cupy_config)
@@ -231,6 +231,10 @@ class Check:
                 result = ("FAIL", f"the step crashed: {type(exc).__name__}: {exc}")
         self.steps[name] = result
         self.write_summary()
+
+    def wheels(self) -> tuple[str, str]:
+        self.write("wheels.log", self.wheels_log)
+        return self.wheels_result
 
     def environment(self) -> tuple[str, str]:
         proc = self.call([sys.executable, "-c", ENVIRONMENT, *PACKAGES], 60)
@@ -285,7 +289,7 @@ class Check:
                dtype, "--seed", "0", *(TINY_TRAIN if self.dry else TRAIN), "--no-plots",
                *self._data(no_download=True), "--out", str(run), "--overwrite"]
         start = time.monotonic()
-        proc = self.call(cmd, 120)
+        proc = self.call(cmd, 90)
         self.write(f"train-{role}-{dtype}.log", proc.stdout + proc.stderr)
         if proc.returncode != 0:
             return "FAIL", reason(proc)
@@ -358,9 +362,13 @@ class Check:
         failed = [n for n, (r, _) in steps.items() if r == "FAIL"]
         state = ("FAIL: " + ", ".join(failed) if failed else "PASS") if final else "running"
         took = time.time() - self.started
+        f = self.facts
         date = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.started))
         lines = [f"# Device check: {self.name}", "",
                  f"Result: {state}. Started {date}; {took:.0f} s of the {BUDGET_S} s allowed.", "",
+                 f"Machine: {self.smi_reason}; CPU {f.get('cpu')}; Python {f.get('python')}, "
+                 f"NumPy {f.get('numpy')}, CuPy {f.get('cupy')} (CUDA runtime "
+                 f"{f.get('cuda_runtime')}, driver {f.get('cuda_driver')})", "",
                  f"Command: `python scripts/gpu_check.py {shlex.join(self.argv)}`", "",
                  "| step | result | detail |", "| --- | --- | --- |"]
         lines += [f"| {n} | {r} | {_cell(d)} |" for n, (r, d) in steps.items()]

@@ -173,5 +173,5 @@ def test_the_check_has_help_with_the_preparation():
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     for words in ("--dry-run", "--out", "pip download --no-deps", ".gpu-wheels", ".gpu-mnist",
-                  "python scripts/gpu_check.py --wheels .gpu-wheels --data-dir .gpu-mnist"):
+                  "python3 scripts/gpu_check.py --wheels .gpu-wheels --data-dir .gpu-mnist"):
         assert words in proc.stdout
