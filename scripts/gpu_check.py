@@ -157,6 +157,7 @@ class Check:
         self.steps: dict[str, tuple[str, str]] = {}
         self.accuracy: dict[tuple[str, str], float] = {}
         self.facts: dict = {}  # nnx info's, once asked
+        self.running = ""  # the step under way
         self.smi_reason = "nvidia-smi not run"
         self.install([])
 
@@ -196,23 +197,25 @@ class Check:
 
     # -- the steps -------------------------------------------------------------------------
     def run_all(self) -> int:
+        plan: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+            ("wheels", self.wheels), ("environment", self.environment),
+            ("nvidia-smi", self.nvidia_smi), ("cupy.show_config()", self.cupy_config),
+            ("nnx info", self.nnx_info)]
+        plan += [(f"train {self._device(role)} {dtype}", lambda r=role, t=dtype: self.train(r, t))
+                 for role, dtype in TRAINS]
+        plan += [(f"same seed: {self.gpu} vs cpu, float64", lambda: self.compare(
+                     ("gpu", "float64"), ("cpu", "float64"), SEED_TOLERANCE)),
+                 (f"float32 vs float64 on {self.gpu}", lambda: self.compare(
+                     ("gpu", "float32"), ("gpu", "float64"), FLOAT32_TOLERANCE)),
+                 ("CUDA test lanes", self.tests), ("nnx bench", self.bench)]
         try:
-            self.step("wheels", self.wheels)
-            self.step("environment", self.environment)
-            self.step("nvidia-smi", self.nvidia_smi)
-            self.step("cupy.show_config()", self.cupy_config)
-            self.step("nnx info", self.nnx_info)
-            for device, dtype in TRAINS:
-                self.step(f"train {self._device(device)} {dtype}",
-                          lambda d=device, t=dtype: self.train(d, t))
-            self.step(f"same seed: {self.gpu} vs cpu, float64", lambda: self.compare(
-                ("gpu", "float64"), ("cpu", "float64"), SEED_TOLERANCE))
-            self.step(f"float32 vs float64 on {self.gpu}", lambda: self.compare(
-                ("gpu", "float32"), ("gpu", "float64"), FLOAT32_TOLERANCE))
-            self.step("CUDA test lanes", self.tests)
-            self.step("nnx bench", self.bench)
+            for name, fn in plan:
+                self.step(name, fn)
         except (KeyboardInterrupt, SystemExit) as exc:
-            self.steps["check stopped"] = ("FAIL", f"{type(exc).__name__} before every step ran")
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"exit {exc.code}"
+            for name, _ in plan:
+                what = "stopped while it ran" if name == self.running else "not run: stopped"
+                self.steps.setdefault(name, ("FAIL", f"{what} ({why})"))
         finally:
             self.write_summary(final=True)
         print((self.out / "summary.md").read_text())
@@ -222,6 +225,7 @@ class Check:
 
     def step(self, name: str, fn: Callable[[], tuple[str, str]]) -> None:
         """Run one step; whatever it raises is its FAIL, and the summary is rewritten."""
+        self.running = name
         if self.deadline - time.monotonic() < 10:
             result = ("FAIL", f"not run: the check's {BUDGET_S} s were spent")
         else:

@@ -168,6 +168,24 @@ def test_the_summary_is_written_whatever_a_step_does(tmp_path, monkeypatch):
         (check.out / "summary.md").read_text()
 
 
+def test_a_stopped_check_names_the_step_it_stopped_and_those_not_run(tmp_path, monkeypatch):
+    gc = _module()
+    check = gc.Check(True, None, ["--dry-run"], tmp_path / "site")
+    check.out = tmp_path / "out"
+    check.out.mkdir()
+
+    def stop():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check, "environment", stop)
+    assert check.run_all() == 1
+    summary = (check.out / "summary.md").read_text()
+    assert "| wheels | skipped |" in summary
+    assert "| environment | FAIL | stopped while it ran (interrupted) |" in summary
+    assert "| nnx bench | FAIL | not run: stopped (interrupted) |" in summary
+    assert summary.count("not run: stopped") == len(STEPS) - 2
+
+
 def test_the_check_has_help_with_the_preparation():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
                           text=True, timeout=60)
