@@ -16,6 +16,7 @@ no step failed. ``--dry-run`` runs the same steps on the CPU with tiny sizes, th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -67,7 +68,7 @@ DRY_LANES = f"{LANES} or (strict-float64 and (same_seed or three_mnist_images))"
 ENVIRONMENT = """\
 import importlib.metadata as md, json, platform, sys
 import nnx
-dists = {d.metadata["Name"].lower() for d in md.distributions()}
+dists = {(d.metadata["Name"] or "").lower() for d in md.distributions()}
 names = sorted(n for n in dists if n.startswith("cupy")) + sys.argv[1:]
 versions = {}
 for n in names:
@@ -158,7 +159,9 @@ class Check:
         self.accuracy: dict[tuple[str, str], float] = {}
         self.facts: dict = {}  # nnx info's, once asked
         self.running = ""  # the step under way
+        self.smi = self.smi_full = None
         self.smi_reason = "nvidia-smi not run"
+        self.info = subprocess.CompletedProcess([], 1, "", "nnx info not run")
         self.install([])
 
     # -- before the results folder exists ------------------------------------------------
@@ -247,7 +250,10 @@ class Check:
             return "FAIL", reason(proc)
         env = json.loads(proc.stdout)
         missing = [n for n, v in env["packages"].items() if v is None]
-        if not self.dry and not any(n.startswith("cupy") for n in env["packages"]):
+        cupys = [n for n in env["packages"] if n.startswith("cupy")]
+        if len(cupys) > 1:
+            return "FAIL", f"{' and '.join(cupys)} are both installed; uninstall all but one"
+        if not self.dry and not cupys:
             missing.append("cupy")
         cache = self._kernel_cache()
         detail = f"Python {env['python']}; nnx from {Path(env['nnx']).parent.parent}; {cache}"
@@ -349,7 +355,8 @@ class Check:
         try:
             out, err = proc.communicate(timeout=limit)
         except BaseException as exc:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may just have ended
+                os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             if not isinstance(exc, subprocess.TimeoutExpired):
                 raise
