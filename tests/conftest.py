@@ -18,7 +18,11 @@ import backends
 from backends import _cuda, torch_backend
 from tests.helpers import ROOT
 
-SHARED_MNIST = ROOT.parent / "shared" / "mnist"
+SHARED_MNIST = ROOT.parent / "shared" / "mnist"  # beside the checkout
+DATA_DIR = "NNX_DATA_DIR"  # nnx.mnist's variable, read here before the tests unset it
+# The real MNIST files: $NNX_DATA_DIR where set (a copy of the tree on another machine is
+# given its own folder), else the shared folder beside the checkout.
+MNIST_DIR = Path(os.environ.get(DATA_DIR, "").strip() or SHARED_MNIST).expanduser().absolute()
 
 REQUIRE_CUDA = "NNX_REQUIRE_CUDA"  # "1": a CUDA lane that cannot run fails the run
 REQUIRE_TORCH = "NNX_REQUIRE_TORCH"  # "1": a torch lane that cannot run fails the run
@@ -43,6 +47,8 @@ def pytest_configure(config) -> None:
     # the tests never write into the real one.
     config._nnx_cache = tempfile.TemporaryDirectory(prefix="nnx-test-cache-")
     os.environ["XDG_CACHE_HOME"] = config._nnx_cache.name
+    # MNIST_DIR has read it: the code under test never sees the user's data folder.
+    os.environ.pop(DATA_DIR, None)
 
 
 def pytest_unconfigure(config) -> None:
@@ -83,7 +89,8 @@ def assert_on(backend: backends.Backend, *arrays) -> None:
 
 @pytest.fixture
 def mnist_dir() -> Path:
-    """The real MNIST files beside the checkout (never needed at run time)."""
-    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"the real MNIST files are expected in {SHARED_MNIST}")
-    return SHARED_MNIST
+    """The real MNIST files (never needed at run time): $NNX_DATA_DIR, else ../shared/mnist."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"the real MNIST files (the four .gz) are expected in {MNIST_DIR}; "
+                    f"set {DATA_DIR} to a folder holding them")
+    return MNIST_DIR

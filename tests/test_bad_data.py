@@ -21,7 +21,7 @@ import pytest
 from nnx import io, mnist
 from nnx.errors import DataError
 from nnx.mnist import load_mnist, read_idx
-from tests.conftest import SHARED_MNIST
+from tests.conftest import MNIST_DIR
 
 SEED = 20240611
 LABELS, IMAGES = "t10k-labels-idx1-ubyte", "t10k-images-idx3-ubyte"
@@ -38,7 +38,7 @@ def clean(exc: pytest.ExceptionInfo, path: Path) -> str:
 @pytest.fixture(scope="module")
 def real() -> dict[str, bytes]:
     """The decompressed content of the real test labels and test images."""
-    files = {name: gzip.decompress((SHARED_MNIST / f"{name}.gz").read_bytes())
+    files = {name: gzip.decompress((MNIST_DIR / f"{name}.gz").read_bytes())
              for name in (LABELS, IMAGES)}
     assert all(hashlib.sha256(v).hexdigest() == mnist.SHA256[k] for k, v in files.items())
     return files
@@ -186,7 +186,7 @@ def test_a_bomb_served_by_a_mirror_is_cut_short(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     for other in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", IMAGES):
-        (data / f"{other}.gz").symlink_to(SHARED_MNIST / f"{other}.gz")
+        (data / f"{other}.gz").symlink_to(MNIST_DIR / f"{other}.gz")
     monkeypatch.setattr(mnist, "MIRRORS", (served.parent.as_uri() + "/",))
     with pytest.raises(DataError, match=r"the file it served is too long \(it decompresses to "
                        r"more than 10,008 bytes\)"):

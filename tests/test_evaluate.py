@@ -28,19 +28,19 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # MNIST's
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished 2000-iteration run on the CPU (about 94% test accuracy)."""
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import MNIST_DIR
 
     out = tmp_path_factory.mktemp("runs") / "run"
     assert nnx_main(["train", "--device", "cpu", "--iters", "2000", "--eval-every", "2000",
-                     "--no-plots", "--data-dir", str(SHARED_MNIST), "--out", str(out)]) == 0
+                     "--no-plots", "--data-dir", str(MNIST_DIR), "--out", str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def mnist():
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import MNIST_DIR
 
-    return load_mnist(normalize=False, data_dir=SHARED_MNIST, download=False)
+    return load_mnist(normalize=False, data_dir=MNIST_DIR, download=False)
 
 
 def _numpy_labels(run: Path, x: np.ndarray) -> np.ndarray:

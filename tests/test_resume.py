@@ -43,10 +43,10 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted Adam run's parameters."""
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import MNIST_DIR
 
     out = tmp_path_factory.mktemp("ref") / "run"
-    code, _, err = _finish(_nnx(*ADAM, "--data-dir", str(SHARED_MNIST), "--out", str(out)))
+    code, _, err = _finish(_nnx(*ADAM, "--data-dir", str(MNIST_DIR), "--out", str(out)))
     assert code == 0, err
     return load_params(out / "params.npz")
 
@@ -78,9 +78,9 @@ def test_a_stop_signal_saves_and_resume_continues_bit_for_bit(mnist_dir, tmp_pat
 
 
 def _small():
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import MNIST_DIR
 
-    (x, t), (xt, tt) = load_mnist(data_dir=SHARED_MNIST, download=False)
+    (x, t), (xt, tt) = load_mnist(data_dir=MNIST_DIR, download=False)
     return (x[:3000], t[:3000]), (xt[:500], tt[:500])
 
 

@@ -28,9 +28,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def mnist(request):
-    from tests.conftest import SHARED_MNIST
+    from tests.conftest import MNIST_DIR
 
-    return load_mnist(data_dir=SHARED_MNIST, download=False)
+    return load_mnist(data_dir=MNIST_DIR, download=False)
 
 
 def _small(mnist, n_train=2000, n_test=500):
