@@ -65,6 +65,17 @@ class HostTimer(IntervalTimer):
         return times
 
 
+class _NoChange:
+    def __enter__(self) -> _NoChange:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
 class Backend:
     """One device and the array namespace that computes on it.
 
@@ -188,6 +199,14 @@ class Backend:
         from backends.host import host_memory_free
 
         return host_memory_free()
+
+    # -- threads ------------------------------------------------------------------------------
+    def small_work(self, enabled: bool = True) -> Any:
+        """A ``with`` block of small work (a training step's products), whose ``paused()``
+        block is for large work inside it (an evaluation). What it changes is the
+        library's: NumPy's BLAS runs small products on one thread. ``enabled=False``
+        changes nothing (a step that is large work itself)."""
+        return _NoChange()
 
     # -- time ---------------------------------------------------------------------------------
     def synchronize(self) -> None:

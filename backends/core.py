@@ -78,12 +78,14 @@ def get_backend(device: str | Backend | None = None, dtype: Any = None) -> Backe
         try:
             be = cls.create(cls.parse(""), dtype, "")
         except BackendError as exc:
+            if cls is AUTO[-1]:  # the fallback itself refused: that is the user's fault to fix
+                raise
             problems.append(str(exc))
             continue
         be.reason = (f"auto chose {cls.asked(cls.parse(''))}: "
                      + (problems[0] if problems else f"{be.device} answers its self-test"))
         return be
-    raise BackendError(f"no device works: {'; '.join(problems)}")
+    raise AssertionError("unreachable: the last of AUTO returns or raises")
 
 
 def available(include_strict: bool = False) -> list[str]:

@@ -212,7 +212,11 @@ class _Loop:
         start = time.perf_counter()
         bar = tqdm(total=config.iters, initial=self.i, disable=not self.show, unit="it",
                    leave=False, file=sys.stderr)
+        # Backprop's steps are small products: on NumPy one BLAS thread runs them as fast
+        # and never waits for a core another program holds; evaluations get every thread.
+        small = be.small_work(enabled=config.grad == "backprop")
         try:
+            small.__enter__()  # left in the finally below: the loop's own exits are many
             while self.i < config.iters and status == "completed":
                 self.block_rng = self.rng.bit_generator.state  # a resume draws it again
                 start_i = self.block_start
@@ -238,8 +242,9 @@ class _Loop:
                         if status != "completed":
                             break
                     if self.i % eval_every == 0 or self.i == config.iters:
-                        _evaluate(net, train_set, test_set, history, self.i, per_epoch,
-                                  start, self.elapsed_before)
+                        with small.paused():
+                            _evaluate(net, train_set, test_set, history, self.i, per_epoch,
+                                      start, self.elapsed_before)
                         self.write(_epoch_line(history, per_epoch))
                     if due:
                         self.on_checkpoint(self.checkpoint(start))
@@ -248,6 +253,7 @@ class _Loop:
             _read_back(be, pending, timer, history, config)
             status, message = "interrupted", f"interrupted after {self.i} iterations"
         finally:
+            small.__exit__(None, None, None)
             bar.close()
         return TrainResult(net, history, status, self._elapsed(start), message, diverged_at,
                            self.checkpoint(start) if status == "interrupted" else None)

@@ -36,7 +36,7 @@ On a GPU machine without internet access whose Python lacks some of nnx's pure-P
 dependencies, prepare on a machine with internet access, in the repository root:
 
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
-      -d .gpu-wheels array-api-compat array-api-strict platformdirs autograd
+      -d .gpu-wheels array-api-compat array-api-strict platformdirs autograd threadpoolctl
   mkdir -p .gpu-mnist && cp ../shared/mnist/*-ubyte.gz .gpu-mnist/
 
 (--python-version: the GPU machine's; the four .gz files: MNIST, from any folder that
@@ -54,7 +54,7 @@ FLOAT32_TOLERANCE = 0.005  # float32 against float64 on the GPU, same seed
 MNIST = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
          "t10k-labels-idx1-ubyte")
 PACKAGES = ("numpy", "matplotlib", "tqdm", "pytest", "pytest-cov", "pillow", "array-api-compat",
-            "array-api-strict", "platformdirs", "autograd")
+            "array-api-strict", "platformdirs", "autograd", "threadpoolctl")
 TRAINS = (("gpu", "float64"), ("gpu", "float32"), ("cpu", "float64"))
 TRAIN = ["--iters", "10000"]
 TINY_TRAIN = ["--iters", "30", "--eval-every", "30"]

@@ -202,3 +202,72 @@ def test_a_users_huge_page_choice_or_an_unknown_kernel_is_left_alone(tmp_path, m
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
     with backends.small_pages(str(tmp_path / "missing")) as paused:
         assert paused is False
+
+
+# -- BLAS threads: one for a training step's small products, all for the rest ---------------
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_small_work_runs_on_one_blas_thread_and_large_work_on_all(monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                 "BLIS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    before = _blas_threads()
+    assert before, "NumPy's BLAS is found"
+    with get_backend("cpu").small_work() as small:
+        assert _blas_threads() == [1] * len(before)
+        with small.paused():
+            assert _blas_threads() == before
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before
+    with get_backend("cpu").small_work(enabled=False):
+        assert _blas_threads() == before
+
+
+def test_a_users_thread_setting_wins_and_one_no_blas_can_use_is_refused(monkeypatch):
+    before = _blas_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with get_backend("cpu").small_work():
+        assert _blas_threads() == before  # the user chose: nnx changes nothing
+    assert backends.machine_info()["blas_threads"] == "as OMP_NUM_THREADS=2 says"
+    for bad in ("abc", "0", "-1"):
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", bad)
+        with pytest.raises(BackendError, match=rf"^OPENBLAS_NUM_THREADS={bad!r} is not a number "
+                                               "of threads NumPy's BLAS can use; set it"):
+            get_backend("cpu")
+        with pytest.raises(BackendError, match="OPENBLAS_NUM_THREADS"):
+            get_backend("auto")  # the CPU fallback's own error, not a list of every device's
+
+
+def test_training_steps_run_on_one_thread_and_evaluations_on_all(monkeypatch):
+    import nnx.training
+    from nnx.network import MultiLayerNet
+
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                 "BLIS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    seen: dict[str, set] = {"step": set(), "evaluation": set()}
+    gradient, evaluate = MultiLayerNet.gradient, nnx.training._evaluate
+
+    def spy_gradient(self, x, t):
+        seen["step"].add(tuple(_blas_threads()))
+        return gradient(self, x, t)
+
+    def spy_evaluate(*args, **kwargs):
+        seen["evaluation"].add(tuple(_blas_threads()))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(MultiLayerNet, "gradient", spy_gradient)
+    monkeypatch.setattr(nnx.training, "_evaluate", spy_evaluate)
+    rng = np.random.default_rng(0)
+    data = tuple((rng.random((200, 12)), rng.integers(0, 10, 200)) for _ in range(2))
+    config = nnx.training.TrainConfig(device="cpu", iters=20, batch_size=10, hidden=(4,),
+                                      eval_every=10)
+    nnx.training.train(config, data, log=lambda _: None, progress=False)
+    assert seen["step"] == {tuple([1] * len(_blas_threads()))}
+    assert seen["evaluation"] == {tuple(_blas_threads())}
