@@ -211,6 +211,24 @@ def _consistent(out) -> str:
     return status
 
 
+def _wait_until_the_program_handles(proc: subprocess.Popen, signum: int) -> None:
+    """Wait until ``proc`` catches or ignores ``signum`` (its handlers are installed) or has
+    ended. Before that the interpreter is still starting, which no program can answer for:
+    on a busy machine that alone can take longer than the delays drawn below."""
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/status", encoding="ascii") as f:
+                masks = {k: int(v, 16) for k, v in (line.split(":") for line in f
+                                                      if line.startswith(("SigCgt", "SigIgn")))}
+        except OSError:  # not Linux, or the process just ended: no way to wait
+            return
+        if any(mask & bit for mask in masks.values()):
+            return
+        time.sleep(0.005)
+
+
 def test_stop_signals_at_random_moments_leave_consistent_run_directories(mnist_dir, tmp_path):
     rng = np.random.default_rng(2026)
     seen = set()
@@ -219,6 +237,7 @@ def test_stop_signals_at_random_moments_leave_consistent_run_directories(mnist_d
         proc = _nnx("--device", "cpu", "--iters", "1200", "--eval-every", "300", "--data-dir",
                     str(mnist_dir), "--out", str(out))
         time.sleep(delay)
+        _wait_until_the_program_handles(proc, signal.SIGTERM)
         proc.send_signal(signal.SIGTERM)
         code, _, _ = _finish(proc)
         assert code in (0, 128 + signal.SIGTERM)
