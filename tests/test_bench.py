@@ -391,7 +391,7 @@ def test_gpu_reports_render_without_a_gpu(tmp_path):
 
 def test_bench_training_script(tmp_path, mnist_dir):
     stdout = ok(run("scripts/bench_training.py", "--data-dir", str(mnist_dir), "--iters", "700",
-                    "--repeat", "2", "--out", str(tmp_path)))
+                    "--repeat", "2", "--no-peers", "--out", str(tmp_path)))
     assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
     assert stdout.count("run 2/2  ") == 5
     data = json.loads((tmp_path / "bench_training.json").read_text())
@@ -501,3 +501,52 @@ def test_a_failing_nnx_train_process_is_one_sentence_naming_its_error(tmp_path):
                                          r"missing") as caught:
         nnx_process("cpu", "float64", args, training := [])(None, 10, 0)
     assert "\n" not in str(caught.value) and training == []
+
+
+# -- the training benchmark's peers and its busy machine ---------------------------------------
+
+
+def test_the_peers_train_the_books_job_like_nnx(mnist_dir):
+    """Where PyTorch is installed, its job reaches what nnx's reaches after one epoch (~0.9 on
+    MNIST, a known figure of the book's run); a peer that is not installed says so."""
+    from nnx.bench import peers
+    from nnx.bench.refs import fused_training
+    from nnx.mnist import load_mnist
+
+    data = load_mnist(data_dir=mnist_dir, download=False)
+    small = ((data[0][0][:5000], data[0][1][:5000]), data[1])
+    torch, why = peers.status("torch")
+    if torch is None:
+        assert why == "not installed"
+        pytest.skip("PyTorch is not installed")
+    for dtype in ("float64", "float32"):
+        acc = peers.torch_training(torch, dtype)(small, 150, 3)
+        assert acc > 0.75 and acc == pytest.approx(fused_training(small, 150, 3), abs=0.02)
+    assert peers.status("no_such_library_anywhere") == (None, "not installed")
+
+
+def test_a_missing_peer_is_a_row_with_the_reason_and_busy_needs_two_cores(monkeypatch):
+    from nnx.bench import busy
+
+    monkeypatch.setattr(busy, "cores", lambda: 1)
+    with pytest.raises(InputError, match=r"^--busy keeps one core half busy beside the runs, "
+                                         r"and this process may use 1 core; run it on a machine"):
+        busy.check_cores()
+    monkeypatch.setattr(busy, "cores", lambda: 2)
+    busy.check_cores()
+
+
+def test_the_burner_uses_cpu_and_stops():
+    import os
+    import time
+
+    from nnx.bench.busy import Burner
+
+    with Burner() as burner:
+        proc = burner.proc
+        time.sleep(1.0)
+        with open(f"/proc/{proc.pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    assert used > 0.05  # it spins (about half of the second, less on a crowded machine)
+    assert burner.proc is None and proc.returncode is not None  # stopped and reaped

@@ -15,6 +15,11 @@ to the same products made in a loop on batches gathered as the run gathers them 
 random rows of the training set per iteration: memory traffic that no implementation of
 the job avoids), with nothing else. The first nnx contender also runs as a whole
 ``nnx train`` process, timed against the training time it reports.
+
+PyTorch and JAX run the same job as peers where they are installed (a peer that is not
+has a row saying so, and the benchmark goes on). With ``--busy`` every contender also runs
+while a process the benchmark starts keeps one core half busy, and each one's busy/quiet
+ratio is reported.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ import numpy as np
 
 from backends import get_backend, machine_info
 from nnx import io
-from nnx.bench import report
+from nnx.bench import peers, report
+from nnx.bench.busy import Burner, check_cores
 from nnx.bench.refs import book_training, fused_training
 from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
 from nnx.cli.program import add_data_arguments, add_out_argument, output_dir, run_module
@@ -54,7 +60,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--repeat", type=int, default=3, help="runs of each contender (default: %(default)s)")
     a("--seed", type=int, default=0, help="seed of the first round (default: 0)")
     a("--dtype", action="append", choices=("float64", "float32"), default=None,
-      help="dtype(s) of the nnx runs and floors (repeatable; default: float64 and float32)")
+      help="dtype(s) of the nnx runs, peers and floors (repeatable; default: float64 and "
+      "float32)")
+    a("--no-peers", action="store_true", help="skip the PyTorch and JAX peers")
+    a("--busy", action="store_true", help="also run every contender while another process "
+      "keeps one core half busy, and report each one's busy/quiet ratio")
     add_data_arguments(parser)
     add_out_argument(parser, "runs/bench-training", "results")
 
@@ -136,20 +146,43 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     dtypes = list(dict.fromkeys(args.dtype or ["float64", "float32"]))
+    if args.busy:
+        check_cores()
     nnx_devices = [get_backend(d, t) for d in (args.device or ["cpu"]) for t in dtypes]
     cpu = get_backend("cpu")
     with output_dir(args.out) as out:  # an unwritable --out fails before any timing
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         loops: list[list[float]] = [[] for _ in nnx_devices]
-        jobs = [(Row(be.device, "nnx", f"nnx ({be.device}, {_name(be)})"), be,
-                 nnx_training(be.device, _name(be), loop))
-                for be, loop in zip(nnx_devices, loops, strict=True)]
         first, processes = nnx_devices[0], []
-        jobs += [(Row(first.device, "process", f"nnx train process ({first.device}, "
-                      f"{_name(first)})"), first,
-                  nnx_process(first.device, _name(first), args, processes))]
-        jobs += [(Row("cpu", "book", "book-style loop (NumPy)"), cpu, book_training),
-                 (Row("cpu", "fused", "fused NumPy loop"), cpu, fused_training)]
+
+        def contenders(loops: list[list[float]], processes: list[float]) -> list[tuple]:
+            jobs = [(Row(be.device, "nnx", f"nnx ({be.device}, {_name(be)})"), be,
+                     nnx_training(be.device, _name(be), loop))
+                    for be, loop in zip(nnx_devices, loops, strict=True)]
+            jobs += [(Row(first.device, "process", f"nnx train process ({first.device}, "
+                          f"{_name(first)})"), first,
+                      nnx_process(first.device, _name(first), args, processes))]
+            jobs += [(Row("cpu", "book", "book-style loop (NumPy)"), cpu, book_training),
+                     (Row("cpu", "fused", "fused NumPy loop"), cpu, fused_training)]
+            for library, module in found:
+                jobs += [(Row("cpu", f"peer_{library}", f"{peers.TITLES[library]} "
+                              f"{module.__version__} ({dtype})"), cpu,
+                          peers.PEERS[library](module, dtype)) for dtype in dtypes]
+            return jobs
+
+        found, untimed = [], []
+        for library in [] if args.no_peers else peers.PEERS:
+            module, why = peers.status(library)
+            if module is None:  # its row says why; the benchmark goes on
+                untimed += [Row("cpu", f"peer_{library}", f"{peers.TITLES[library]} ({dtype})",
+                                note=why, extra={"test_acc": []}) for dtype in dtypes]
+            else:
+                found.append((library, module))
+        jobs = contenders(loops, processes)
+        if args.busy:  # each contender again beside a half-busy core; its times kept apart
+            jobs += [(replace(row, method=f"{row.method}_busy", label=f"{row.label}, busy"), be,
+                      _busy(job)) for row, be, job in
+                     contenders([[] for _ in nnx_devices], [])]
         accs: list[list[float]] = [[] for _ in jobs]
         timed = [(row, Case.on(be, lambda j=job, a=a: a.append(j(data, iters, args.seed + len(a)))))
                  for (row, be, job), a in zip(jobs, accs, strict=True)]  # run r: seed + r
@@ -162,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
         rows = time_rows(timed, repeat, warmup=0, settle=0, after=progress)
         rows = [replace(r, vs=ratio(r.stats, rows[0].stats), extra={"test_acc": a})
                 for r, a in zip(rows, accs, strict=True)]
+        quiet = {r.label: r for r in rows}
+        for r in rows:
+            if r.method.endswith("_busy"):
+                calm = quiet[r.label.removesuffix(", busy")]
+                calm.extra["busy_over_quiet"] = r.stats.median / calm.stats.median
+        rows += untimed
         n_eval = data[0][0].shape[0] + data[1][0].shape[0]
         floors = []
         for be, loop in zip(nnx_devices, loops, strict=True):
@@ -198,8 +237,11 @@ def render(result: dict[str, Any]) -> str:
     """The Markdown report: the job, the machine, one row per contender."""
     c, m, rows = result["config"], result["machine"], result["rows"]
     head = ["contender", "median", "IQR (25-75%)", "n", f"vs {rows[0].label}", "range",
-            "final test acc (median)"]
-    table = [[*report.cells(r)[1:], f"{float(np.median(r.extra['test_acc'])):.4f}"] for r in rows]
+            "final test acc (median)", "busy / quiet"]
+    table = [[*report.cells(r)[1:], f"{float(np.median(r.extra['test_acc'])):.4f}"
+              if r.extra.get("test_acc") else "-",
+              f"{r.extra['busy_over_quiet']:.2f}x" if "busy_over_quiet" in r.extra else ""]
+             for r in rows]
     lines = [
         f"job: the book's training run ({c['iters']} iterations, batch 100, 784-50-10 ReLU, "
         f"SGD lr 0.1, accuracy every 600 iterations), {c['repeat']} runs each, interleaved",
@@ -223,6 +265,15 @@ def render(result: dict[str, Any]) -> str:
                         report.md_table(table, head), process,
                         "## The floor: the run's products alone",
                         report.md_table(floors, floor_head)]) + "\n"
+
+
+def _busy(job: Callable[[Any, int, int], float]) -> Callable[[Any, int, int], float]:
+    """``job`` run while another process keeps one core half busy."""
+    def run_busy(data: Any, iters: int, seed: int) -> float:
+        with Burner():
+            return job(data, iters, seed)
+
+    return run_busy
 
 
 def _name(be: Any) -> str:
