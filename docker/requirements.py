@@ -6,13 +6,18 @@ The images install these first, in a layer that only pyproject.toml decides, the
 package itself with ``--no-deps``: an edit of the source or of README.md reuses the
 dependency layer. The build system's requirements are listed too, so that the package
 installs without build isolation and a rebuild after a source edit downloads nothing.
-An unknown extra is an error (pip would only warn and install without it).
+An unknown extra is an error (pip would only warn and install without it). Needs Python
+3.11 or newer (tomllib), as the images' Python is.
 """
 
 from __future__ import annotations
 
 import sys
-import tomllib
+
+if sys.version_info < (3, 11):
+    raise SystemExit("docker/requirements.py needs Python 3.11 or newer (tomllib)")
+
+import tomllib  # noqa: E402
 
 
 def requirements(pyproject: str, extras: list[str]) -> list[str]:
