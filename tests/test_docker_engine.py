@@ -26,14 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_MNIST
 from tests.helpers import ROOT
 from tests.test_docker import CPU, engine_problem, explain
 
 REQUIRE = "NNX_REQUIRE_DOCKER"
 IMAGE = "nnx-test:cpu"  # built for the user running the tests
 DEFAULT = "nnx-test:cpu-default"  # built without build arguments: UID 1000
-MNIST = ["-v", f"{SHARED_MNIST}:/mnist:ro", "-e", "NNX_DATA_DIR=/mnist"]
 # Generous: a busy 2-core machine builds and starts containers slowly.
 BUILD_TIMEOUT, RUN_TIMEOUT = 1200, 300
 
@@ -99,7 +97,13 @@ def default_image(image: str) -> str:
 
 
 @pytest.fixture
-def runs(tmp_path: Path, mnist_dir: Path) -> Path:
+def mnist(mnist_dir: Path) -> list[str]:
+    """The real MNIST files mounted read-only and named by NNX_DATA_DIR, as offline."""
+    return ["-v", f"{mnist_dir}:/mnist:ro", "-e", "NNX_DATA_DIR=/mnist"]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
     """The README's ``mkdir -p runs``, made by the user running the tests."""
     path = tmp_path / "runs"
     path.mkdir()
@@ -173,32 +177,35 @@ def test_the_default_user_is_not_root_and_no_build_tree_is_left(default_image: s
     assert "src" not in listing and listing[-1] == "/tmp:", f"a build tree is left: {listing}"
 
 
-def test_train_keeps_its_run_on_the_host_and_evaluate_reads_it(image: str, runs: Path):
+def test_train_keeps_its_run_on_the_host_and_evaluate_reads_it(image: str, runs: Path,
+                                                               mnist: list[str]):
     proc = nnx(image, "train", "--no-download", "--iters", "30", "--eval-every", "15",
-               mounts=[*MNIST, *bind(runs)])
+               mounts=[*mnist, *bind(runs)])
     assert proc.returncode == 0, explain(proc)
     run = only_run(runs)
     assert f"saved completed run to runs/{run.name}" in proc.stdout
     assert history(run)["status"] == "completed"
     assert (run / "params.npz").is_file() and (run / "accuracy.png").is_file()
-    proc = nnx(image, "evaluate", f"runs/{run.name}", mounts=[*MNIST, *bind(runs)])
+    proc = nnx(image, "evaluate", f"runs/{run.name}", mounts=[*mnist, *bind(runs)])
     assert proc.returncode == 0, explain(proc)
     evaluation = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
     assert evaluation["accuracy"] == evaluation["final_test_acc"] is not None
     assert (run / "confusion.png").is_file()
 
 
-def test_a_read_only_root_trains_with_the_volumes_and_a_tmpfs(image: str, runs: Path):
+def test_a_read_only_root_trains_with_the_volumes_and_a_tmpfs(image: str, runs: Path,
+                                                              mnist: list[str]):
     """The README's ``--read-only --tmpfs /tmp``: the cache volume is anonymous here."""
-    proc = nnx(image, "train", "--no-download", "--iters", "10", mounts=[*MNIST, *bind(runs)],
+    proc = nnx(image, "train", "--no-download", "--iters", "10", mounts=[*mnist, *bind(runs)],
                flags=["--read-only", "--tmpfs", "/tmp"])
     assert proc.returncode == 0, explain(proc)
     run = only_run(runs)
     assert history(run)["status"] == "completed" and (run / "loss.png").is_file()
 
 
-def test_docker_stop_saves_and_a_new_container_resumes(image: str, runs: Path, detached):
-    mounts = [*MNIST, *bind(runs)]
+def test_docker_stop_saves_and_a_new_container_resumes(image: str, runs: Path, detached,
+                                                       mnist: list[str]):
+    mounts = [*mnist, *bind(runs)]
     container = detached(image, ["train", "--no-download", "--iters", "2000", "--no-plots",
                                  "--eval-every", "250", "--out", "runs/long"], mounts)
     container.wait_for("iter    250")
@@ -215,11 +222,12 @@ def test_docker_stop_saves_and_a_new_container_resumes(image: str, runs: Path, d
     assert after["status"] == "completed" and len(after["loss"]) == 2000
 
 
-def test_a_stop_during_the_books_loop_takes_effect_at_once(image: str, runs: Path, detached):
+def test_a_stop_during_the_books_loop_takes_effect_at_once(image: str, runs: Path, detached,
+                                                          mnist: list[str]):
     """One iteration of the loop takes 14 s or more here: the stop must not wait for it."""
     container = detached(image, ["train", "--no-download", "--grad", "numerical",
                                  "--numerical-method", "loop", "--iters", "2", "--no-plots",
-                                 "--out", "runs/loop"], [*MNIST, *bind(runs)])
+                                 "--out", "runs/loop"], [*mnist, *bind(runs)])
     container.wait_for("numerical gradient, 2 iterations")
     time.sleep(2)  # well inside the first iteration's gradient
     took, code = container.stop()
@@ -231,11 +239,11 @@ def test_a_stop_during_the_books_loop_takes_effect_at_once(image: str, runs: Pat
 
 # -- what goes wrong, in one sentence ----------------------------------------------------------
 def test_a_fresh_checkouts_missing_runs_folder_is_one_sentence(default_image: str,
-                                                               tmp_path: Path, mnist_dir):
+                                                               tmp_path: Path, mnist: list[str]):
     """Docker makes a missing bind-mount source owned by root, which UID 1000 cannot write."""
     runs = tmp_path / "runs"
     line = one_line_error(nnx(default_image, "train", "--no-download", "--iters", "5",
-                              mounts=[*MNIST, *bind(runs)]))
+                              mounts=[*mnist, *bind(runs)]))
     assert "permission denied" in line and "UID 1000" in line and "chown" in line, line
     assert runs.is_dir() and not any(runs.iterdir())
 
@@ -248,13 +256,13 @@ def test_offline_without_mnist_is_one_sentence(image: str):
 # -- building -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("uid", "gid"), [("0", "0"), ("33", "33"), ("4242", "100")],
                          ids=["root", "existing-user", "existing-group"])
-def test_any_uid_and_gid_build_and_train(image: str, uid: str, gid: str):
+def test_any_uid_and_gid_build_and_train(image: str, uid: str, gid: str, mnist: list[str]):
     tag = f"nnx-test:uid{uid}"
     build(tag, f"NNX_UID={uid}", f"NNX_GID={gid}")
     try:
         proc = docker("run", "--rm", "--entrypoint", "id", tag)
         assert re.match(rf"uid={uid}\(\w[\w-]*\) gid={gid}\(", proc.stdout), explain(proc)
-        proc = nnx(tag, "train", "--no-download", "--iters", "5", "--no-plots", mounts=MNIST)
+        proc = nnx(tag, "train", "--no-download", "--iters", "5", "--no-plots", mounts=mnist)
         assert proc.returncode == 0, explain(proc)
     finally:
         docker("rmi", tag)
