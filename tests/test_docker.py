@@ -348,9 +348,8 @@ def test_the_dependency_list_is_the_packages_own():
     assert sorted(proc.stdout.split()) == sorted(build + plain + cuda12) and cuda12
     proc = requirements("cuda11")
     assert proc.returncode != 0 and proc.stdout == ""
-    assert proc.stderr.strip() == ("pyproject.toml has no extra cuda11 "
-                                   "(it has cuda12, cuda13, test)".replace(
-                                       "pyproject.toml", str(ROOT / "pyproject.toml")))
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"{ROOT / 'pyproject.toml'} has no extra cuda11 (it has cuda12, "), line
 
 
 # -- what a container's user is told when nothing can be written -----------------------------
