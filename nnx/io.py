@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -183,6 +184,28 @@ def writable_dir(path: str | os.PathLike[str]) -> bool:
     os.close(fd)
     os.unlink(probe)
     return created
+
+
+def write_failure(exc: OSError, path: str | os.PathLike[str]) -> str:
+    """Why writing under the directory ``path`` failed, with the fix: the end of a sentence.
+
+    A full disk, a read-only file system (a container started with ``--read-only``) and a
+    directory another user owns (a bind mount Docker created as root) each have their own.
+    """
+    where = exc.filename if exc.filename is not None else path
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"{exc.strerror}; free some space or choose another --out"
+    if exc.errno == errno.EROFS:
+        return (f"{where} is on a read-only file system; make that place writable (in a "
+                "container: a volume, a bind mount or a --tmpfs) or choose another --out")
+    if exc.errno in (errno.EACCES, errno.EPERM) and hasattr(os, "getuid"):
+        owned = Path(path)
+        while not owned.exists() and owned != owned.parent:
+            owned = owned.parent
+        owner, me = owned.stat().st_uid, os.getuid()
+        return (f"permission denied: {owned} belongs to UID {owner} and nnx runs as UID {me}; "
+                f"make it writable for UID {me} (chown or chmod) or choose another --out")
+    return exc.strerror or str(exc)
 
 
 def remove_if_empty(path: Path) -> None:

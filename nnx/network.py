@@ -175,7 +175,8 @@ class MultiLayerNet:
 
     @_on_device
     def numerical_gradient(
-        self, x: Array, t: Array, method: str = "vectorized", h: float = 1e-4
+        self, x: Array, t: Array, method: str = "vectorized", h: float = 1e-4,
+        *, stop: Callable[[], bool] | None = None,
     ) -> dict[str, Array]:
         """Gradients of :meth:`loss` by central differences, keyed like ``params``.
 
@@ -183,7 +184,9 @@ class MultiLayerNet:
         computes the same differences for many coordinates at once. The work is done in
         float64 whatever the net's dtype (a float32 difference with h=1e-4 is noise);
         results come back in the net's dtype. The batch's values are checked first (one
-        read from the device): this is seconds of work, not a training step.
+        read from the device): this is seconds of work, not a training step. ``stop`` is
+        polled as it goes; when it returns true, ``KeyboardInterrupt`` ends the computation
+        (this net is left unchanged: the work is done on a copy).
         """
         from nnx import numerical
 
@@ -196,10 +199,11 @@ class MultiLayerNet:
         x64 = self.xp.astype(x, self.xp.float64)
         t64 = self.xp.astype(t, self.xp.float64) if t.ndim == 2 else t
         if method == "loop":
-            grads = {key: numerical.numerical_gradient(lambda _w: net.loss(x64, t64), param, h)
+            grads = {key: numerical.numerical_gradient(lambda _w: net.loss(x64, t64), param, h,
+                                                       stop=stop)
                      for key, param in net.params.items()}
         else:
-            grads = numerical.layered_numerical_gradient(net, x64, t64, h)
+            grads = numerical.layered_numerical_gradient(net, x64, t64, h, stop=stop)
         if self.dtype != self.xp.float64:
             grads = {k: self.xp.astype(g, self.dtype) for k, g in grads.items()}
         return grads

@@ -43,7 +43,8 @@ def numerical_diff(f: Callable[[Any], Any], x: Any, h: float = H) -> Any:
 
 
 def numerical_gradient(
-    f: Callable[[Array], Any], x: Array, h: float = H, indices: Sequence[int] | None = None
+    f: Callable[[Array], Any], x: Array, h: float = H, indices: Sequence[int] | None = None,
+    *, stop: Callable[[], bool] | None = None,
 ) -> Array:
     """Gradient of ``f`` at ``x`` by central differences, one coordinate at a time.
 
@@ -51,17 +52,27 @@ def numerical_gradient(
     argument and read ``x`` through a closure, as ``lambda W: net.loss(x, t)`` does.
     With ``indices`` (flat, C-order positions), only those partial derivatives are
     computed and returned as a 1-D array in that order: a sample of the full loop.
+    ``stop`` is polled before each coordinate (see :func:`poll`).
     """
     xp = xp_of(x)
     if indices is None:
         grad = xp.zeros_like(x)
         for idx in _indices(x.shape):
+            poll(stop)
             grad[idx] = _central(f, x, idx, h)
         return grad
     out = xp.zeros((len(indices),), dtype=x.dtype, device=device_of(x))
     for m, flat in enumerate(indices):
+        poll(stop)
         out[m] = _central(f, x, _unravel(int(flat), x.shape), h)
     return out
+
+
+def poll(stop: Callable[[], bool] | None) -> None:
+    """Raise ``KeyboardInterrupt`` if ``stop()`` is true: a stop asked for during a gradient
+    (the book's loop takes seconds per batch) ends it between two steps, with ``x`` restored."""
+    if stop is not None and stop():
+        raise KeyboardInterrupt
 
 
 def _central(f: Callable[[Array], Any], x: Array, idx: tuple[int, ...], h: float) -> Any:
@@ -93,18 +104,20 @@ DEFAULT_BUDGET = 2**22
 
 
 def layered_numerical_gradient(
-    net: Any, x: Array, t: Array, h: float = 1e-4, budget: int = DEFAULT_BUDGET
+    net: Any, x: Array, t: Array, h: float = 1e-4, budget: int = DEFAULT_BUDGET,
+    *, stop: Callable[[], bool] | None = None,
 ) -> dict[str, Array]:
     """Central-difference gradients of ``net.loss(x, t)`` for every parameter of ``net``.
 
     ``net`` is a :class:`nnx.network.MultiLayerNet` (float64 for meaningful results);
-    ``budget`` bounds the elements of the largest temporary array.
+    ``budget`` bounds the elements of the largest temporary array; ``stop`` is polled before
+    each chunk of it (see :func:`poll`).
     """
     s = _State(net, x, t)
     grads: dict[str, Array] = {}
     for k, layer in enumerate(s.affines):
         n_in = layer.W.shape[0]
-        g = _affine_gradient(s, k, h, budget)
+        g = _affine_gradient(s, k, h, budget, stop)
         grads[f"W{k + 1}"], grads[f"b{k + 1}"] = g[:n_in, :], g[n_in, :]
     return grads
 
@@ -124,7 +137,8 @@ class _State:
         self.t = as_one_hot(t, self.p.shape[-1], self.p.dtype)
 
 
-def _affine_gradient(s: _State, k: int, h: float, budget: int) -> Array:
+def _affine_gradient(s: _State, k: int, h: float, budget: int,
+                     stop: Callable[[], bool] | None = None) -> Array:
     """Central differences for ``[W; b]`` of Affine ``k``, shape (in + 1, out)."""
     xp = s.xp
     layer = s.affines[k]
@@ -143,6 +157,7 @@ def _affine_gradient(s: _State, k: int, h: float, budget: int) -> Array:
     chunk = max(1, budget // width)
     parts = []
     for start in range(0, pairs.shape[0], chunk):
+        poll(stop)
         p = pairs[start : min(start + chunk, pairs.shape[0])]
         i, rows = p // n, p % n
         xv = xp.take(x_flat, p)[:, None]

@@ -146,6 +146,5 @@ def saving(path: Path) -> Iterator[list[Path]]:
     except OSError as exc:
         for p in written:
             p.unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        raise InputError(f"cannot save the run in {path}: {reason}; free some space or choose "
-                         "another --out (the last checkpoint, if any, is kept)") from exc
+        raise InputError(f"cannot save the run in {path}: {io.write_failure(exc, path)} "
+                         "(the last checkpoint, if any, is kept)") from exc

@@ -115,9 +115,10 @@ def train(
     :class:`Checkpoint` (on any device) and ends with the parameters of the run left
     alone, bit for bit on the same device. ``on_checkpoint`` receives one every
     ``checkpoint_every`` iterations (default: at every evaluation). ``stop`` is polled
-    between iterations: when it returns true the run ends as "interrupted", exactly
-    between two iterations (a Ctrl-C that is not caught that way may land inside one).
-    ``backend`` is the device ``config.device`` names, when the caller has resolved it.
+    between iterations, and within a numerical gradient: when it returns true the run ends
+    as "interrupted", exactly between two iterations (one cut short is dropped whole; a
+    Ctrl-C that is not caught that way may land inside one). ``backend`` is the device
+    ``config.device`` names, when the caller has resolved it.
     """
     (x_train, t_train), (x_test, t_test) = data
     _check_data(x_train, t_train, "training")
@@ -194,7 +195,7 @@ class _Loop:
         x_train, t_train = train_host
         train_set = _to_device(be, x_train, t_train)
         test_set = _to_device(be, *test_host)
-        gradient = _gradient_fn(net, config)
+        gradient = _gradient_fn(net, config, self.stop)
         per_epoch = config.iters_per_epoch(x_train.shape[0])
         eval_every = config.eval_every or per_epoch
         every = checkpoint_every or eval_every
@@ -273,12 +274,14 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
 # -- the pieces of the loop ---------------------------------------------------------------
 
 
-def _gradient_fn(net: MultiLayerNet, config: TrainConfig) -> Callable[[Any, Any], dict]:
+def _gradient_fn(net: MultiLayerNet, config: TrainConfig,
+                 stop: Callable[[], bool]) -> Callable[[Any, Any], dict]:
     if config.grad == "backprop":
         return lambda x, t: net.gradient(x, t)
 
     def numerical(x: Any, t: Any) -> dict:
-        grads = net.numerical_gradient(x, t, method=config.numerical_method)
+        # Polled inside too: one iteration of the book's loop takes seconds.
+        grads = net.numerical_gradient(x, t, method=config.numerical_method, stop=stop)
         net.loss(x, t)  # the loss of this batch, for the history
         return grads
 

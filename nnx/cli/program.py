@@ -200,8 +200,8 @@ def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         created = io.writable_dir(out)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InputError(f"cannot write to output directory {out}: {reason}") from exc
+        raise InputError(f"cannot write to output directory {out}: "
+                         f"{io.write_failure(exc, out)}") from exc
     try:
         yield out
     except BaseException:
