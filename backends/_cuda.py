@@ -16,6 +16,8 @@ import warnings
 from types import ModuleType
 from typing import Any
 
+from backends import base
+
 INSTALL_HINT = ('install it with pip install ".[cuda12]" in nnx\'s folder (".[cuda13]" for '
                 "CUDA 13 drivers)")
 DRIVER_HINT = (
@@ -249,46 +251,31 @@ def synchronize(index: int) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
 
-class EventTimer:
+class EventTimer(base.EventTimer):
     """Intervals measured by pairs of CUDA events recorded on one device's current stream.
 
-    Recording does not wait for the GPU. An interval is the GPU time between its two
-    events on the stream: the work queued between them, *plus* any time the GPU sat idle
-    waiting for the host to launch that work; when the host is the bottleneck, launch
-    overhead is in the figure. Events are made once and reused after each drain.
+    An interval is the GPU time between its two events on the stream: the work queued
+    between them, *plus* any time the GPU sat idle waiting for the host to launch that
+    work; when the host is the bottleneck, launch overhead is in the figure.
     """
 
     def __init__(self, index: int) -> None:
+        super().__init__()
         self._cupy, _ = _import()
         self._index = index
-        self._pairs: list[tuple[Any, Any]] = []
-        self._spare: list[Any] = []
-        self._start: Any = None
 
-    def _record(self) -> Any:
+    def _scope(self) -> Any:
         # An event belongs to the device current when it is made; record it there too.
-        with self._cupy.cuda.Device(self._index):
-            event = self._spare.pop() if self._spare else self._cupy.cuda.Event()
-            event.record()
-        return event
+        return self._cupy.cuda.Device(self._index)
 
-    def start(self) -> None:
-        self._start = self._record()
+    def _new(self) -> Any:
+        return self._cupy.cuda.Event()
 
-    def stop(self) -> None:
-        self._pairs.append((self._start, self._record()))
+    def _record_event(self, event: Any) -> None:
+        event.record()
 
-    def drain(self) -> list[float]:
-        """Seconds of each interval since the last drain (waits for the last event)."""
-        if not self._pairs:
-            return []
-        with self._cupy.cuda.Device(self._index):
-            self._pairs[-1][1].synchronize()
-            get = self._cupy.cuda.get_elapsed_time  # milliseconds
-            times = [get(a, b) / 1000.0 for a, b in self._pairs]
-        self._spare += [e for pair in self._pairs for e in pair]
-        self._pairs = []
-        return times
+    def _seconds(self, start: Any, end: Any) -> float:
+        return self._cupy.cuda.get_elapsed_time(start, end) / 1000.0  # milliseconds
 
 
 def describe() -> list[dict[str, Any]]:

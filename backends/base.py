@@ -42,6 +42,52 @@ class IntervalTimer:
     def drain(self) -> list[float]: ...
 
 
+class EventTimer(IntervalTimer):
+    """Intervals by pairs of device events recorded on a stream: recording never waits for
+    the device, ``drain`` waits for the last event and reads them all. Events are made
+    once and reused after each drain. A library fills in the four hooks."""
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[Any, Any]] = []
+        self._spare: list[Any] = []
+        self._start: Any = None
+
+    def _scope(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()  # where the events must be made and recorded
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    def _record_event(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def _seconds(self, start: Any, end: Any) -> float:
+        raise NotImplementedError
+
+    def _record(self) -> Any:
+        with self._scope():
+            event = self._spare.pop() if self._spare else self._new()
+            self._record_event(event)
+        return event
+
+    def start(self) -> None:
+        self._start = self._record()
+
+    def stop(self) -> None:
+        self._pairs.append((self._start, self._record()))
+
+    def drain(self) -> list[float]:
+        """Seconds of each interval since the last drain (waits for the last event)."""
+        if not self._pairs:
+            return []
+        with self._scope():
+            self._pairs[-1][1].synchronize()
+            times = [self._seconds(a, b) for a, b in self._pairs]
+        self._spare += [e for pair in self._pairs for e in pair]
+        self._pairs = []
+        return times
+
+
 class HostTimer(IntervalTimer):
     """Wall-clock intervals; ``sync`` (if given) waits for the device before each reading."""
 

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend, BackendError, DeviceSpec, HostTimer, IntervalTimer
+from backends.base import (
+    Backend,
+    BackendError,
+    DeviceSpec,
+    EventTimer,
+    HostTimer,
+    IntervalTimer,
+)
 
 INSTALL_HINT = 'install it with pip install ".[torch]" in nnx\'s folder'
 KINDS = ("cpu", "cuda", "mps")
@@ -213,32 +220,19 @@ class TorchBackend(Backend):
         return f"{cpu_name()}; PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-class _EventTimer(IntervalTimer):
-    """Intervals by pairs of CUDA events on the device's current stream (made once, reused
-    after each drain); see :meth:`Backend.interval_timer` for what they measure."""
+class _EventTimer(EventTimer):
+    """Intervals by pairs of CUDA events on the device's current stream; see
+    :meth:`Backend.interval_timer` for what they measure."""
 
     def __init__(self, torch: ModuleType, index: int) -> None:
+        super().__init__()
         self._torch, self._index = torch, index
-        self._pairs: list[tuple[Any, Any]] = []
-        self._spare: list[Any] = []
-        self._start: Any = None
 
-    def _record(self) -> Any:
-        event = self._spare.pop() if self._spare else self._torch.cuda.Event(enable_timing=True)
+    def _new(self) -> Any:
+        return self._torch.cuda.Event(enable_timing=True)
+
+    def _record_event(self, event: Any) -> None:
         event.record(self._torch.cuda.current_stream(self._index))
-        return event
 
-    def start(self) -> None:
-        self._start = self._record()
-
-    def stop(self) -> None:
-        self._pairs.append((self._start, self._record()))
-
-    def drain(self) -> list[float]:
-        if not self._pairs:
-            return []
-        self._pairs[-1][1].synchronize()
-        times = [a.elapsed_time(b) / 1000.0 for a, b in self._pairs]  # milliseconds
-        self._spare += [e for pair in self._pairs for e in pair]
-        self._pairs = []
-        return times
+    def _seconds(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) / 1000.0  # milliseconds

@@ -139,11 +139,17 @@ def test_a_failed_step_gives_its_reason_from_stderr_when_stdout_is_empty():
     assert gc.reason(subprocess.CompletedProcess([], 124, "", "")) == "exit 124, no output"
 
 
-def test_the_summary_is_written_whatever_a_step_does(tmp_path, monkeypatch):
+def _dry_check(tmp_path):
+    """A dry-run check writing into ``tmp_path / "out"``, no step run yet."""
     gc = _module()
     check = gc.Check(True, None, ["--dry-run"], tmp_path / "site")
     check.out = tmp_path / "out"
     check.out.mkdir()
+    return check
+
+
+def test_the_summary_is_written_whatever_a_step_does(tmp_path, monkeypatch):
+    check = _dry_check(tmp_path)
 
     def crash():
         raise RuntimeError("the unexpected")
@@ -169,10 +175,7 @@ def test_the_summary_is_written_whatever_a_step_does(tmp_path, monkeypatch):
 
 
 def test_a_stopped_check_names_the_step_it_stopped_and_those_not_run(tmp_path, monkeypatch):
-    gc = _module()
-    check = gc.Check(True, None, ["--dry-run"], tmp_path / "site")
-    check.out = tmp_path / "out"
-    check.out.mkdir()
+    check = _dry_check(tmp_path)
 
     def stop():
         raise KeyboardInterrupt

@@ -210,3 +210,44 @@ def test_a_run_moves_between_pytorch_and_numpy(mnist, tmp_path, first, then):
     for key, want in alone.net.params.items():
         got = moved.net.backend.to_numpy(moved.net.params[key])
         np.testing.assert_allclose(got, alone.net.backend.to_numpy(want), rtol=1e-9, atol=1e-12)
+
+
+@needs_torch
+def test_torch_cuda_times_with_reused_events_on_its_stream(monkeypatch):
+    """torch:cuda's timer, with PyTorch's CUDA events stood in for: pairs of events on the
+    device's stream, each made once and reused after a drain (no GPU here)."""
+    import torch
+
+    made, clock = [], [0.0]
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+            made.append(self)
+
+        def record(self, stream: object) -> None:
+            assert stream == "stream of cuda:1"
+            self.at = clock[0]
+
+        def synchronize(self) -> None:
+            pass
+
+        def elapsed_time(self, end: Event) -> float:
+            return end.at - self.at  # milliseconds, as PyTorch's
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index: f"stream of cuda:{index}")
+    be = get_backend("torch:cuda:1")
+    assert (be.device, be.hardware, be.is_gpu, be.has_events) == ("torch:cuda:1", "cuda:1",
+                                                                  True, True)
+    timer = be.interval_timer()
+    for _ in range(3):
+        for ms in (2.0, 5.0):
+            timer.start()
+            clock[0] += ms
+            timer.stop()
+            clock[0] += 100.0  # between intervals: never counted
+        assert timer.drain() == pytest.approx([0.002, 0.005])
+    assert len(made) == 4 and timer.drain() == []
