@@ -5,7 +5,8 @@ the environment (packages, where nnx is imported from, the CuPy kernel cache), t
 output of ``nvidia-smi`` and ``cupy.show_config()``, ``nnx info --json`` (the GPU's
 name); the book's training, seed 0, on cuda in float64 and in float32 and on cpu in
 float64 (final test accuracies compared); the test suite's CUDA lanes with
-``NNX_REQUIRE_CUDA=1``; ``nnx bench --device cpu,cuda --sweep`` (warm-up first). Every
+``NNX_REQUIRE_CUDA=1``; ``nnx bench --device cpu,cuda --sweep`` (warm-up first; PyTorch's
+GPU too where the machine's PyTorch drives one). Every
 result goes into one folder, ``--out``, with a ``summary.md`` naming the device and
 PASS/FAIL per step with the reason of each FAIL; it is written at the start and after
 every step, so it is there even if the check is stopped. The exit status is 0 only when
@@ -333,7 +334,11 @@ class Check:
         return ("pass" if proc.returncode == 0 else "FAIL"), reason(proc, prefer="stdout")
 
     def bench(self) -> tuple[str, str]:
-        cmd = [sys.executable, "-m", "nnx.cli", "bench", "--device", f"cpu,{self.gpu}",
+        # PyTorch's GPU beside CuPy's where this machine's PyTorch drives it (nnx info lists it).
+        torch = [d["device"] for d in self.facts.get("torch_devices") or []
+                 if d["device"].startswith("torch:cuda")][:1]
+        devices = ",".join(["cpu", self.gpu, *([] if self.dry else torch)])
+        cmd = [sys.executable, "-m", "nnx.cli", "bench", "--device", devices,
                *(TINY_BENCH if self.dry else BENCH), *self._data(), "--out",
                str(self.out / "bench")]
         proc = self.call(cmd, 300)
