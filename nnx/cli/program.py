@@ -12,16 +12,15 @@ several programs share, with one spelling and one help text.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from backends import BackendError, is_out_of_memory
-from nnx import io
 from nnx.cli import stops
-from nnx.errors import InputError, NnxError
+from nnx.errors import InputError, NnxError, out_of_memory
+from nnx.io import output_dir  # noqa: F401  (the programs' output directory)
 from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
 Run = Callable[[argparse.Namespace], "int | None"]
@@ -55,15 +54,6 @@ def run_program(
             raise
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     return 2
-
-
-def out_of_memory(exc: BaseException) -> str:
-    """"out of memory (what failed to allocate)", from the library's message."""
-    lines = str(exc).strip().splitlines()
-    detail = lines[0].rstrip(".") if lines else ""
-    if detail.lower().startswith("out of memory"):  # CuPy: "Out of memory allocating N bytes"
-        return "out of memory" + detail[len("out of memory"):]
-    return f"out of memory ({detail[:1].lower()}{detail[1:]})" if detail else "out of memory"
 
 
 def run_module(
@@ -186,25 +176,3 @@ def _rates(specs: Sequence[str], names: list[str],
                              f"chosen ({', '.join(names)})")
         rates[name] = value
     return rates
-
-
-# -- outputs ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Create ``path`` and prove it writable before any work is done, then yield it.
-
-    If the body fails, a directory this created is removed again while still empty, so
-    a failed run leaves nothing behind.
-    """
-    out = Path(path)
-    try:
-        created = io.writable_dir(out)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InputError(f"cannot write to output directory {out}: {reason}") from exc
-    try:
-        yield out
-    except BaseException:
-        if created:
-            io.remove_if_empty(out)
-        raise
