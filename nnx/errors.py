@@ -37,6 +37,11 @@ def out_of_memory(exc: BaseException) -> str:
     return f"out of memory ({detail[:1].lower()}{detail[1:]})" if detail else "out of memory"
 
 
+def plural(n: int, noun: str) -> str:
+    """"1 run", "2 runs": a count and its noun, in the number it takes."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an int if it is a positive integer (not a bool), else :class:`InputError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:

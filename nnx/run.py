@@ -28,8 +28,9 @@ import numpy as np
 from backends import Backend, get_backend, is_out_of_memory, machine_info
 from nnx import io, rundir
 from nnx import plots as figures
-from nnx.errors import DataError, DivergenceError, InputError, out_of_memory
+from nnx.errors import DataError, DivergenceError, InputError, out_of_memory, plural
 from nnx.network import MultiLayerNet
+from nnx.numerical import numerical_gradient
 from nnx.training import Data, TrainConfig, TrainResult, config_dict, describe, train
 
 PathLike = str | os.PathLike[str]
@@ -218,9 +219,9 @@ def divergence_advice(config: TrainConfig, data: Data, result: TrainResult) -> s
             return (f"{head}; --lr {lr:g} trains past iteration {probe.iters} without "
                     f"diverging, to test accuracy {tried.history['test_acc'][-1]:.2f} (tried "
                     "from the same start)")
-    return (f"{head}; no rate down to --lr {lr:g} learns within {iters} iterations without "
-            "diverging (tried from the same start), so try smaller ones and check the data "
-            "and --weight-init-std too")
+    return (f"{head}; no rate down to --lr {lr:g} learns within "
+            f"{plural(iters, 'iteration')} without diverging (tried from the same start), so "
+            "try smaller ones and check the data and --weight-init-std too")
 
 
 def nothing_learned(result: TrainResult, data: Data) -> str | None:
@@ -234,6 +235,35 @@ def nothing_learned(result: TrainResult, data: Data) -> str | None:
     return (f"the net learned nothing: its test accuracy {acc[-1]:.4f} is no better than "
             f"always answering the most common digit ({guess:.4f}); a learning rate far too "
             "large or far too small does this, so try another --lr")
+
+
+def loop_warning(config: TrainConfig, data: Data, be: Backend, sample: int = 20) -> str | None:
+    """How long the book's one-coordinate loop would take this run (``--numerical-method
+    loop``), from the time of ``sample`` of its coordinates on the run's device; None for
+    any other gradient."""
+    if config.grad != "numerical" or config.numerical_method != "loop":
+        return None
+    (x_train, t_train), _ = data
+    net = MultiLayerNet(x_train.shape[1], list(config.hidden), 10, config.activation,
+                        config.weight_init_std, device=be, seed=config.seed)
+    n = min(config.batch_size, x_train.shape[0])
+    x, t = be.asarray(x_train[:n], dtype=be.dtype), be.asarray(t_train[:n].astype(np.int64))
+    w = net.params["W1"]
+    with be.scope():
+        seconds = float(be.time(lambda: numerical_gradient(lambda _w: net.loss(x, t), w,
+                                                           indices=range(sample)), 1)[0])
+    coords = sum(int(np.prod(p.shape)) for p in net.params.values())
+    total = seconds / sample * coords * config.iters
+    return (f"--numerical-method loop computes {coords:,} partial derivatives one at a time "
+            f"in each of {plural(config.iters, 'iteration')}: about {_duration(total)} on "
+            f"{be.device}; --numerical-method vectorized gives the same values far faster")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * size:
+            return plural(round(seconds / size), unit)
+    return plural(max(round(seconds), 1), "second")
 
 
 def memory_advice(config: TrainConfig, be: Any, data: Any, exc: BaseException) -> str:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnx import evaluation, io, rundir
-from nnx.cli import program
+from nnx import evaluation, io, program, rundir
 from nnx.mnist import load_mnist
 from nnx.run import load_run
 from nnx.training import describe
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     be = net.backend
     train_set, test_set = load_mnist(data_dir=args.data_dir, download=not args.no_download)
     x, t = test_set if args.set == "test" else train_set
-    with program.output_dir(args.out or args.run_dir) as out:
+    with io.output_dir(args.out or args.run_dir) as out:
         ev = evaluation.evaluate(net, be.asarray(x, dtype=be.dtype), be.asarray(t))
         history = args.run_dir / rundir.HISTORY
         final = rundir.read_json(history).get("final_test_acc") if history.is_file() else None

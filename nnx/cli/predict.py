@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnx import evaluation
-from nnx.cli import program
+from nnx import evaluation, program
 from nnx.errors import positive_int
 from nnx.functions import softmax
 from nnx.run import load_run

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 from nnx import plots as figures
-from nnx.cli import program, stops
+from nnx import program, stops
 from nnx.errors import InputError
 from nnx.layers import ACTIVATIONS
 from nnx.mnist import load_mnist
 from nnx.network import METHODS
 from nnx.optimizers import OPTIMIZERS
-from nnx.run import Run, nothing_learned
+from nnx.run import Run, loop_warning, nothing_learned
 from nnx.training import GRADS, TrainConfig
 
 HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
@@ -43,8 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help=f"learning rate (default: {d.lr} with sgd, as the book's train_neuralnet.py; the "
       "optimizer's own otherwise: " + ", ".join(f"{n} {_default_lr(n):g}" for n in OPTIMIZERS
                                                 if n != "sgd") + ")")
-    a("--hidden", type=int, nargs="+", default=list(d.hidden),
-      help="hidden layer size(s) (default: 50); several make a deeper net")
+    program.add_hidden_argument(parser, d.hidden,
+                                "hidden layer size(s) (default: 50); several make a deeper net")
     a("--activation", default=d.activation, choices=tuple(ACTIVATIONS), help="default: relu")
     a("--weight-init-std", default=str(d.weight_init_std),
       help="initial weight scale: a number, 'he' or 'xavier' (default: 0.01)")
@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_plots:
             figures.preload()  # while the data load
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+        slow = loop_warning(run.config, data, run.backend)
+        if slow:
+            print(f"nnx train: warning: {slow}", file=sys.stderr)
         with stops.deferred() as noted:
             result = run.train(data, stop=noted.requested, plots=not args.no_plots,
                                checkpoint_every=args.checkpoint_every)

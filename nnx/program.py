@@ -1,12 +1,13 @@
 """What every program of this project does around its work: flags, exit codes, outputs.
 
-A program (``nnx <command>``, a script, a benchmark) builds an ``argparse`` parser and a
+A program (``nnx <command>``, a benchmark, a script) builds an ``argparse`` parser and a
 ``run(args) -> int``, and hands both to :func:`run_program`. Errors a user can cause
 (:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
 a full disk, running out of host or device memory) end as one line ``PROG: error: ...``
 on stderr and exit status 2; Ctrl-C ends as ``PROG: interrupted`` and 130, SIGTERM and
-SIGHUP as 143 and 129 (:mod:`nnx.cli.stops`). The ``add_*`` helpers add the flags that
-several programs share, with one spelling and one help text.
+SIGHUP as 143 and 129 (:mod:`nnx.stops`). The ``add_*`` helpers add the flags that
+several programs share, with one spelling and one help text. ``nnx.cli`` and ``nnx.bench``
+both use this module, and neither imports the other.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from backends import BackendError, is_out_of_memory
-from nnx.cli import stops
+from nnx import stops
 from nnx.errors import InputError, NnxError, out_of_memory
-from nnx.io import output_dir  # noqa: F401  (the programs' output directory)
 from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
 Run = Callable[[argparse.Namespace], "int | None"]
@@ -54,21 +54,6 @@ def run_program(
             raise
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     return 2
-
-
-def run_module(
-    doc: str,
-    configure: Callable[[argparse.ArgumentParser], None],
-    run: Run,
-    argv: Sequence[str] | None = None,
-    prog: str | None = None,
-) -> int:
-    """The ``main`` of a program module: a parser described by the first paragraph of
-    ``doc`` (the module's docstring), its flags added by ``configure``, then
-    :func:`run_program`."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
-    configure(parser)
-    return run_program(None, parser, run, argv)
 
 
 # -- shared flags ---------------------------------------------------------------------------
@@ -109,6 +94,25 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
     return value
+
+
+def add_hidden_argument(parser: argparse.ArgumentParser, default: Sequence[int],
+                        help_text: str) -> None:
+    """``--hidden UNITS [UNITS ...]``: hidden layer sizes, spelled one way in every program
+    (``--hidden 100 100``; the flag given again adds sizes, ``--hidden 100 --hidden 100``)."""
+    parser.add_argument("--hidden", type=int, nargs="+", action=_Sizes, default=list(default),
+                        metavar="UNITS", help=help_text)
+
+
+class _Sizes(argparse.Action):
+    """Sizes of every ``--hidden`` given, in order; the default only when none is."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        given = getattr(namespace, "_given_" + self.dest, False)
+        before = list(getattr(namespace, self.dest)) if given else []
+        setattr(namespace, self.dest, before + list(values))  # type: ignore[call-overload]
+        setattr(namespace, "_given_" + self.dest, True)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
