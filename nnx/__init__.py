@@ -5,6 +5,8 @@
 >>> net = nnx.TwoLayerNet(784, 50, 10, device="auto", seed=0)
 >>> be = net.backend
 >>> grads = net.gradient(be.asarray(x_train[:100]), be.asarray(t_train[:100]))
+>>> run = nnx.Run.create("runs/first", nnx.TrainConfig(iters=1000))
+>>> result = run.train(((x_train, t_train), (x_test, t_test)))
 
 The names below are imported on first use (PEP 562), so ``import nnx.cli`` imports no
 NumPy and the ``nnx`` command takes over the stop signals before its heavy imports.
@@ -28,6 +30,7 @@ _EXPORTS = {
     "nnx.numerical": ("numerical_diff", "numerical_gradient"),
     "nnx.optimizers": ("SGD", "AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop",
                        "make_optimizer"),
+    "nnx.run": ("Run", "load_run"),
     "nnx.training": ("TrainConfig", "TrainResult", "train"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -28,6 +28,20 @@ class DivergenceError(NnxError):
     """Training produced a non-finite loss."""
 
 
+def out_of_memory(exc: BaseException) -> str:
+    """"out of memory (what failed to allocate)", from the library's message."""
+    lines = str(exc).strip().splitlines()
+    detail = lines[0].rstrip(".") if lines else ""
+    if detail.lower().startswith("out of memory"):  # CuPy: "Out of memory allocating N bytes"
+        return "out of memory" + detail[len("out of memory"):]
+    return f"out of memory ({detail[:1].lower()}{detail[1:]})" if detail else "out of memory"
+
+
+def plural(n: int, noun: str) -> str:
+    """"1 run", "2 runs": a count and its noun, in the number it takes."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an int if it is a positive integer (not a bool), else :class:`InputError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:

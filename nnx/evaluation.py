@@ -1,5 +1,5 @@
-"""Looking inside a trained net: a saved run loaded on any device, its confusion matrix and
-per-class figures, its most confidently wrong images, and photos of digits made into what
+"""Looking inside a trained net (a run loaded by :func:`nnx.run.load_run`): its confusion
+matrix and per-class figures, its most confidently wrong images, and photos of digits made into what
 MNIST images are (as MNIST itself was prepared: greyscale, a dark background, the digit
 scaled into a 20x20 box and centred by its centre of mass in 28x28).
 """
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backends import Backend, get_backend
-from nnx import io, rundir
+from nnx import io
 from nnx.errors import DataError, InputError
 from nnx.functions import one_hot, softmax
 from nnx.network import PREDICT_CHUNK, MultiLayerNet
@@ -22,35 +20,6 @@ from nnx.network import PREDICT_CHUNK, MultiLayerNet
 CLASSES = 10
 SIDE, BOX = 28, 20  # MNIST: a 28x28 image, the digit scaled into a 20x20 box
 FAINT = 0.05  # of the digit's peak: below it, a pixel is a halo (resampling ringing, blur)
-
-
-def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = None
-             ) -> tuple[MultiLayerNet, dict[str, Any]]:
-    """The net saved in ``run_dir`` (by ``nnx train``) on ``device``, in the run's dtype, and
-    its config; :class:`InputError` or :class:`DataError` naming the file and the fix."""
-    path = Path(run_dir)
-    if not (path / "config.json").is_file():
-        raise InputError(f"{path} is not an nnx run directory (it holds no config.json); give "
-                         "a directory that nnx train wrote")
-    config = rundir.read_json(path / "config.json")
-    sizes, activation = config.get("sizes"), config.get("activation")
-    if not (isinstance(sizes, list) and len(sizes) > 1 and isinstance(activation, str)):
-        raise DataError(f"{path / 'config.json'} names no layer sizes and activation; restore "
-                        "it or re-train")
-    if not (path / "params.npz").exists():
-        status = (rundir.read_json(path / "history.json").get("status")
-                  if (path / "history.json").is_file() else None)
-        fix = ("it diverged; re-train with a smaller --lr" if status == "diverged" else
-               f"continue it with nnx train --resume {path}" if (path / rundir.CHECKPOINT)
-               .exists() else "wait for the run to finish, or re-train")
-        raise InputError(f"{path / 'params.npz'} does not exist: the run saved no parameters; "
-                         f"{fix}")
-    params = io.load_params(path / "params.npz", sizes=sizes)
-    be = get_backend(device, config.get("dtype", "float64"))
-    net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation, device=be)
-    for key, value in params.items():  # predict reads the dict at every call
-        net.params[key] = be.asarray(value, dtype=be.dtype)
-    return net, config
 
 
 @dataclass

@@ -27,7 +27,7 @@ from urllib.request import Request, urlopen
 import numpy as np
 from numpy.lib import format as npy
 
-from nnx.errors import DataError
+from nnx.errors import DataError, InputError
 
 
 class BadFile(ValueError):
@@ -212,3 +212,24 @@ def remove_if_empty(path: Path) -> None:
     """Remove a directory this run created if nothing was written into it."""
     with contextlib.suppress(OSError):
         path.rmdir()
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create ``path`` and prove it writable before any work is done, then yield it.
+
+    If the body fails, a directory this created is removed again while still empty, so
+    a failed run leaves nothing behind.
+    """
+    out = Path(path)
+    try:
+        created = writable_dir(out)
+    except OSError as exc:
+        raise InputError(f"cannot write to output directory {out}: "
+                         f"{write_failure(exc, out)}") from exc
+    try:
+        yield out
+    except BaseException:
+        if created:
+            remove_if_empty(out)
+        raise

@@ -196,6 +196,10 @@ def load_mnist(
     missing (and ``download`` is false or every mirror fails) or fails verification.
     """
     directory = resolve_data_dir(data_dir)
+    if (data_dir is None or not str(data_dir).strip()) and os.environ.get(ENV_VAR, "").strip() \
+            and not directory.is_dir():  # a typo there must not become a new directory
+        raise DataError(f"{ENV_VAR} names {directory}, which is not a directory; correct the "
+                        "variable, or create the directory to download MNIST into it")
     raw = _load_files(directory, download)
     splits = []
     for split in ("train", "test"):
@@ -236,7 +240,7 @@ def _load_files(directory: Path, download: bool) -> dict[str, np.ndarray]:
         wanted = ", ".join(f"{name}.gz" for name in missing)
         raise DataError(f"MNIST files missing: put {wanted} (gzip-compressed, or the same names "
                         f"without .gz uncompressed) in {directory}, or allow downloading "
-                        "(download=True)")
+                        "(drop --no-download; download=True in Python)")
     if missing:
         what = f"write to {directory}" if directory.is_dir() else f"create {directory}"
         try:

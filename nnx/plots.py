@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nnx.descent import LIMIT, Trajectory
+from nnx.errors import plural
 from nnx.io import atomic_path
 
 PathLike = str | os.PathLike[str]
@@ -94,7 +95,7 @@ def plot_loss(history: Mapping[str, Any], path: PathLike, title: str) -> None:
         starts = np.arange(0, loss.size, step)
         ax.fill_between(iters[starts], np.minimum.reduceat(loss, starts),
                         np.maximum.reduceat(loss, starts), alpha=0.35, linewidth=0,
-                        label=f"mini-batch loss (range of each {step} iterations)")
+                        label=f"mini-batch loss (range of each {plural(step, 'iteration')})")
     window = max(1, min(100, loss.size // 20))
     if window > 1:
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")

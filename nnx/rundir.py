@@ -41,9 +41,15 @@ class Checkpoint:
     elapsed: float
 
 
-CHECKPOINT = "checkpoint.npz"
-RESULTS = ("history.csv", "epochs.csv", "params.npz", "accuracy.png", "loss.png")
-RUN_FILES = ("config.json", CHECKPOINT, *RESULTS, "history.json")
+# The run directory's files: every module names them from here.
+CONFIG = "config.json"  # the run's flags, its device and machine: written first
+CHECKPOINT = "checkpoint.npz"  # where an unfinished run stopped
+HISTORY_CSV, EPOCHS_CSV = "history.csv", "epochs.csv"  # per iteration, per evaluation
+PARAMS = "params.npz"  # the final parameters (not of a diverged run)
+ACCURACY_PNG, LOSS_PNG = "accuracy.png", "loss.png"
+HISTORY = "history.json"  # everything recorded and the status: written last
+RESULTS = (HISTORY_CSV, EPOCHS_CSV, PARAMS, ACCURACY_PNG, LOSS_PNG)
+RUN_FILES = (CONFIG, CHECKPOINT, *RESULTS, HISTORY)
 
 
 @contextlib.contextmanager
@@ -82,6 +88,10 @@ def prepare(path: Path, mode: str) -> None:
     """Check ``path`` for ``mode``: "new" (refuse a used run directory), "overwrite"
     (remove its run files) or "resume" (it must hold a checkpoint)."""
     present = [name for name in RUN_FILES if (path / name).exists()]
+    if mode in ("new", "resume") and present == [CONFIG]:
+        raise InputError(f"the run in {path} was stopped before its first checkpoint, so "
+                         "there is nothing to resume; start it anew with --overwrite (nnx "
+                         f"train --out {path} --overwrite), or choose another --out")
     if mode == "new" and present:
         raise InputError(f"{path} already holds a run ({', '.join(present)}); continue it "
                          f"with --resume {path}, replace it with --overwrite, or choose "
@@ -90,9 +100,8 @@ def prepare(path: Path, mode: str) -> None:
         for name in present:
             (path / name).unlink()
     if mode == "resume" and CHECKPOINT not in present:
-        status = read_json(path / "history.json").get("status") if "history.json" in \
-            present else None
-        why = "it completed" if status == "completed" else "it holds no checkpoint.npz"
+        status = read_json(path / HISTORY).get("status") if HISTORY in present else None
+        why = "it completed" if status == "completed" else f"it holds no {CHECKPOINT}"
         raise InputError(f"cannot resume the run in {path}: {why}")
 
 

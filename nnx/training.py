@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backends import Backend, get_backend, small_pages
-from nnx.errors import InputError, one_of, positive_int, positive_number
+from nnx.errors import InputError, one_of, plural, positive_int, positive_number
 from nnx.functions import one_hot
 from nnx.layers import ACTIVATIONS
 from nnx.network import METHODS, MultiLayerNet
@@ -234,6 +234,8 @@ class _Loop:
                     self.optimizer.update(net.params, grads, scratch=True)
                     pending.append(net.last_layer.loss)
                     self.i += 1
+                    if config.grad == "numerical":  # seconds to hours an iteration: show each
+                        bar.update(self.i - bar.n)
                     due = self.i % every == 0 and self.on_checkpoint is not None
                     if len(pending) == CHECK_EVERY or b == block - 1 or due:
                         status, message, diverged_at = _read_back(be, pending, timer, history,
@@ -252,7 +254,7 @@ class _Loop:
                 self.block_start = start_i + block
         except KeyboardInterrupt:
             _read_back(be, pending, timer, history, config)
-            status, message = "interrupted", f"interrupted after {self.i} iterations"
+            status, message = "interrupted", f"interrupted after {plural(self.i, 'iteration')}"
         finally:
             small.__exit__(None, None, None)
             bar.close()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from backends import get_backend
-from nnx.cli import program, stops
+from nnx import io, program, stops
 from nnx.errors import InputError
 from nnx.mnist import load_mnist
 from nnx.plots import plot_loss_curves
@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "their loss curves in one chart.")
     program.add_optimizer_arguments(p, DEFAULT_OPTIMIZERS,
                             "each optimizer's own, sgd/momentum/adagrad 0.01, adam 0.001")
-    p.add_argument("--hidden", type=int, action="append", metavar="UNITS",
-                   help="units of one hidden layer (repeatable; default: 100 100 100 100, the "
-                   "book's 5-layer net; --hidden 50 is the two-layer net)")
+    program.add_hidden_argument(p, [100, 100, 100, 100], "hidden layer size(s) (default: "
+                                "100 100 100 100, the book's 5-layer net; --hidden 50 is the "
+                                "two-layer net)")
     p.add_argument("--iters", type=int, default=2000, help="iterations (default: 2000)")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default: 128)")
     program.add_seed_argument(p, "the initial weights and the batch order")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    hidden = args.hidden or [100, 100, 100, 100]
+    hidden = args.hidden
     for flag, value in (("--iters", args.iters), ("--batch-size", args.batch_size)):
         if value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--hidden must be positive integers, got {' '.join(map(str, hidden))}")
     opts = program.optimizers_from_args(args, DEFAULT_OPTIMIZERS)
     backend = get_backend(args.device, dtype=args.dtype)
-    with program.output_dir(args.out) as out:
+    with io.output_dir(args.out) as out:
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         sizes = "-".join(map(str, [data[0][0].shape[1], *hidden, 10]))
         print(f"MNIST, ReLU net {sizes} (He init, seed {args.seed}), batch {args.batch_size}, "

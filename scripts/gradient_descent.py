@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 
 from backends import Backend, get_backend, xp_of
-from nnx.cli import program, stops
+from nnx import io, program, stops
 from nnx.descent import LIMIT, MAX_STEPS, Trajectory, follow
 from nnx.errors import InputError
 from nnx.numerical import H, numerical_gradient
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"2-D: x0^2 + x1^2 from ({START_2D[0]:g}, {START_2D[1]:g}), lr {LR_2D:g}, "
           f"{STEPS_2D} steps: x = ({final[0]:.17g}, {final[1]:.17g}); "
           f"closed form ({exact2[0]:.17g}, {exact2[1]:.17g}); max rel. diff {rel2:.1e}")
-    with program.output_dir(args.out) as out:
+    with io.output_dir(args.out) as out:
         plot_descent_1d(runs, x0, out / "gradient_descent.png")
         plot_descent_2d(r2, out / "gradient_descent_2d.png")
     print(f"wrote {out / 'gradient_descent.png'}")

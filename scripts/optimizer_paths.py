@@ -4,9 +4,10 @@ f is built as a computational graph of chapter 5's layers, SquareLayer(x) -> Mul
 (by 1/20) -> AddLayer(+ SquareLayer(y)): forward computes f, backward gives (df/dx,
 df/dy), checked at every step against the exact (x/10, 2y). Each optimizer of
 ``nnx.optimizers`` then follows that gradient from the start point on arrays of the
-chosen device. The default rates are the book's: SGD 0.95, Momentum 0.1, AdaGrad 1.5,
-Adam 0.3. A path whose |x| or |y| passes 1e6 or stops being finite is reported as
-DIVERGED and drawn only up to that point. Plot: OUT/optimizer_paths.png.
+chosen device. The defaults are the book's figure's: SGD 0.95, Momentum 0.1, AdaGrad 1.5,
+Adam 0.3, from (-7, 2) for 30 steps. A path whose |x| or |y| passes 1e6 or stops being
+finite is reported as DIVERGED and drawn only up to that point. Plot:
+OUT/optimizer_paths.png.
 
 Usage: python scripts/optimizer_paths.py [--start X Y] [--steps N] [--optimizer NAME ...]
        [--lr [NAME=]VALUE ...] [--momentum M] [--device DEV] [--out DIR]
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from backends import Backend, get_backend
-from nnx.cli import program, stops
+from nnx import io, program, stops
 from nnx.descent import LIMIT, MAX_STEPS, Trajectory, follow
 from nnx.errors import InputError
 from nnx.layers import AddLayer, MulLayer, SquareLayer
@@ -39,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Paths of SGD, Momentum, AdaGrad and "
                                 "Adam on f(x, y) = x^2/20 + y^2, whose gradient comes from a "
                                 "computational graph of Mul/Add/Square layers.")
-    p.add_argument("--start", nargs=2, type=float, default=[8.0, 1.0], metavar=("X", "Y"),
-                   help="starting point (default: 8 1; the book's figure 6-8 starts at -7 2)")
-    p.add_argument("--steps", type=int, default=100, help="steps per optimizer (default: 100)")
+    p.add_argument("--start", nargs=2, type=float, default=[-7.0, 2.0], metavar=("X", "Y"),
+                   help="starting point (default: -7 2, as the book's figure 6-8)")
+    p.add_argument("--steps", type=int, default=30,
+                   help="steps per optimizer (default: 30, as the book's figure 6-8)")
     program.add_optimizer_arguments(p, DEFAULT_OPTIMIZERS,
                             ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
     program.add_device_argument(p)
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{p.optimizer.name} diverged at step {p.diverged_at}: |x| or |y| passed "
                   f"{LIMIT:g} or f stopped being finite; its row shows the last point within "
                   "bounds")
-    with program.output_dir(args.out) as out:
+    with io.output_dir(args.out) as out:
         plot_optimizer_paths(paths, start, args.steps, out / "optimizer_paths.png")
     print(f"wrote {out / 'optimizer_paths.png'}")
     return 0

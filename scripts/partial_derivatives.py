@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from backends import Backend, get_backend, xp_of
-from nnx.cli import program, stops
+from nnx import io, program, stops
 from nnx.errors import InputError
 from nnx.numerical import H, numerical_diff, numerical_gradient
 from nnx.plots import plot_gradient_field
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     grad = backend.to_numpy(numerical_gradient(f, backend.asarray(grid, dtype="float64")))
     print(f"gradient field: {len(grid)} grid points on [-2, 2]^2, "
           f"max |numerical - exact| = {np.max(np.abs(grad - 2 * grid)):.2e}")
-    with program.output_dir(args.out) as out:
+    with io.output_dir(args.out) as out:
         plot_gradient_field(grid, grad, out / "gradient_field.png")
     print(f"wrote {out / 'gradient_field.png'}")
     return 0

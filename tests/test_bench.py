@@ -200,10 +200,10 @@ def check_gradients_json(path: Path, devices: list[str]) -> dict:
     return data
 
 
-def test_bench_gradients_script_on_cpu_and_strict_with_a_sweep(tmp_path):
+def test_nnx_bench_gradients_on_cpu_and_strict_with_a_sweep(tmp_path):
     out = tmp_path / "bench"
-    stdout = ok(run("scripts/bench_gradients.py", "--device", "cpu,strict", *TINY, "--sweep",
-                    "--max-batch", "20", "--max-hidden", "20", "--out", str(out)))
+    stdout = ok(run("-m", "nnx.cli", "bench", "gradients", "--device", "cpu,strict", *TINY,
+                    "--sweep", "--max-batch", "20", "--max-hidden", "20", "--out", str(out)))
     assert "vs backprop" in stdout and "extrapolated from 8 of 39,760 coords" in stdout
     assert "synthetic" in stdout and "crossover" in stdout
     data = check_gradients_json(out / "gradients.json", ["cpu", "strict"])
@@ -225,12 +225,12 @@ def test_bench_gradients_script_on_cpu_and_strict_with_a_sweep(tmp_path):
     assert not list(out.glob(".*"))  # no temporary file left beside the results
 
 
-def test_python_m_nnx_bench_full_loop_on_cpu(tmp_path):
-    stdout = ok(run("-m", "nnx.bench", "--device", "cpu", *TINY, "--no-peer", "--no-refs",
+def test_nnx_bench_full_loop_on_cpu_records_the_command(tmp_path):
+    stdout = ok(run("-m", "nnx.cli", "bench", "--device", "cpu", *TINY, "--no-peer", "--no-refs",
                     "--hidden", "5", "--full-loop", "--out", str(tmp_path)))
     assert "all 3,985 coords, 1 run" in stdout
     data = json.loads((tmp_path / "gradients.json").read_text())
-    assert data["command"].startswith("python -m nnx.bench --device cpu")
+    assert data["command"].startswith("nnx bench --device cpu --repeat")  # as typed
     m = by_method(data["rows"], "cpu")
     positive_stats(m["numerical_loop_full"])
     assert m["peer_torch"]["note"] == "skipped (--no-peer)" and m["peer_torch"]["stats"] is None
@@ -241,31 +241,31 @@ def test_python_m_nnx_bench_full_loop_on_cpu(tmp_path):
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA device answers on this machine")
 def test_bench_on_a_missing_gpu_is_one_line(tmp_path):
-    line = one_line_error(run("scripts/bench_gradients.py", "--device", "cuda", *TINY,
+    line = one_line_error(run("-m", "nnx.cli", "bench", "gradients", "--device", "cuda", *TINY,
                               "--out", str(tmp_path / "x")))
-    assert line.startswith("bench_gradients.py: error:") and "CuPy" in line
+    assert line.startswith("nnx bench gradients: error:") and "CuPy" in line
     assert not (tmp_path / "x").exists()
 
 
 def test_sweep_too_large_is_refused_up_front(tmp_path):
-    line = one_line_error(run("-m", "nnx.bench", "--device", "cpu", *TINY, "--sweep",
+    line = one_line_error(run("-m", "nnx.cli", "bench", "--device", "cpu", *TINY, "--sweep",
                               "--max-batch", "100000000", "--out", str(tmp_path / "x")))
     assert "needs ~" in line and "GiB available" in line and "--max-batch" in line
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("program", ["scripts/bench_gradients.py", "scripts/bench_backprop.py",
-                                     "scripts/bench_training.py"])
+@pytest.mark.parametrize("program", [["bench"], ["bench", "gradients"], ["bench", "training"]])
 def test_unwritable_out_is_refused_before_any_timing(tmp_path, program):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    line = one_line_error(run(program, "--out", str(blocker / "x")))
+    line = one_line_error(run("-m", "nnx.cli", *program, "--out", str(blocker / "x")))
     assert "cannot write to output directory" in line and str(blocker) in line
 
 
-def test_bench_backprop_script_is_nnx_bench_on_the_cpu_with_the_references(tmp_path):
-    stdout = ok(run("scripts/bench_backprop.py", "--repeat", "4", "--rounds", "2", "--warmup",
-                    "1", "--numerical-repeat", "1", "--loop-sample", "8", "--quiet",
+def test_nnx_bench_on_the_cpu_times_the_references(tmp_path):
+    stdout = ok(run("-m", "nnx.cli", "bench", "--device", "cpu", "--repeat", "4", "--rounds",
+                    "2", "--warmup", "1", "--numerical-repeat", "1", "--loop-sample", "8",
+                    "--quiet",
                     "--out", str(tmp_path)))
     for words in ("ref: fused NumPy step (written", "backprop (net.gradient)",
                   "ref: book-style layers, one-hot labels", "speedup of vectorised over the loop",
@@ -289,7 +289,7 @@ def test_bench_backprop_script_is_nnx_bench_on_the_cpu_with_the_references(tmp_p
                                        / m["ref_fused"]["stats"]["median"])
     assert target["met"] is (r["value"] <= 1.15)
     assert (tmp_path / "gradients.md").read_text().startswith("# Gradient timings")
-    help_text = ok(run("scripts/bench_backprop.py", "--help"))
+    help_text = ok(run("-m", "nnx.cli", "bench", "gradients", "--help"))
     assert "--no-peer" in help_text and "--rounds" in help_text
 
 
@@ -324,9 +324,9 @@ def test_bench_module_is_a_cli_subcommand():
     ("--max-seconds", "0", "--max-seconds must be a positive finite number, got 0.0"),
     ("--seed", "-1", "--seed must be a non-negative integer, got -1")])
 def test_bad_flags_are_one_sentence_before_any_timing(tmp_path, flag, value, words):
-    line = one_line_error(run("-m", "nnx.bench", "--device", "cpu", *TINY, flag, value,
+    line = one_line_error(run("-m", "nnx.cli", "bench", "--device", "cpu", *TINY, flag, value,
                               "--out", str(tmp_path / "x")))
-    assert line == f"python -m nnx.bench: error: {words}"
+    assert line == f"nnx bench: error: {words}"
     assert not (tmp_path / "x").exists()
 
 
@@ -389,8 +389,9 @@ def test_gpu_reports_render_without_a_gpu(tmp_path):
     assert saved["sweep"]["rows"][0]["stats"]["median"] == pytest.approx(1e-4)
 
 
-def test_bench_training_script(tmp_path, mnist_dir):
-    stdout = ok(run("scripts/bench_training.py", "--data-dir", str(mnist_dir), "--iters", "700",
+def test_nnx_bench_training(tmp_path, mnist_dir):
+    stdout = ok(run("-m", "nnx.cli", "bench", "training", "--data-dir", str(mnist_dir),
+                    "--iters", "700",
                     "--repeat", "2", "--no-peers", "--out", str(tmp_path)))
     assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
     assert stdout.count("run 2/2  ") == 5
@@ -427,11 +428,11 @@ def test_bench_training_script(tmp_path, mnist_dir):
     assert process["median"] == pytest.approx(float(np.median(process["ratios"])))
     assert "the whole process takes" in stdout
     for flag, value in (("--iters", "0"), ("--repeat", "-2"), ("--seed", "-1")):
-        line = one_line_error(run("scripts/bench_training.py", "--data-dir", str(mnist_dir),
-                                  flag, value, "--out", str(tmp_path / "x")))
-        assert line.startswith(f"bench_training.py: error: {flag} must be a non-negative"
+        line = one_line_error(run("-m", "nnx.cli", "bench", "training", "--data-dir",
+                                  str(mnist_dir), flag, value, "--out", str(tmp_path / "x")))
+        assert line.startswith(f"nnx bench training: error: {flag} must be a non-negative"
                                if flag == "--seed" else
-                               f"bench_training.py: error: {flag} must be a positive integer")
+                               f"nnx bench training: error: {flag} must be a positive integer")
         assert not (tmp_path / "x").exists()
 
 
@@ -439,7 +440,7 @@ def test_running_out_of_memory_is_one_line_with_the_size(capsys):
     """A real NumPy allocation failure (8 PB) in a program's run: one line, status 2."""
     import argparse
 
-    from nnx.cli.program import run_program
+    from nnx.program import run_program
 
     def run(_args):
         return np.empty((10**9, 10**6))
@@ -550,3 +551,25 @@ def test_the_burner_uses_cpu_and_stops():
         used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     assert used > 0.05  # it spins (about half of the second, less on a crowded machine)
     assert burner.proc is None and proc.returncode is not None  # stopped and reaped
+
+
+def test_cli_and_bench_import_each_other_only_through_the_subcommand_table():
+    import ast
+
+    from tests.helpers import ROOT
+
+    def imports(folder: str) -> set[str]:
+        names = set()
+        for path in (ROOT / "nnx" / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+                elif isinstance(node, ast.Import):
+                    names |= {a.name for a in node.names}
+        return names
+
+    assert not [n for n in imports("bench") if n.startswith("nnx.cli")]
+    assert not [n for n in imports("cli") if n.startswith("nnx.bench")]
+    from nnx.cli import SUBCOMMANDS
+
+    assert SUBCOMMANDS["bench"][0] == "nnx.bench"  # the one way in, imported by name

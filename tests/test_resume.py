@@ -326,3 +326,63 @@ def test_a_checkpoint_of_another_net_is_refused(mnist_dir):
     with pytest.raises(InputError, match=r"^the checkpoint's W1 has shape \(784, 8\)"):
         train(TrainConfig(device="cpu", iters=20, eval_every=10), data, log=lambda _: None,
               progress=False, resume=checkpoints[0])
+
+
+def test_a_run_trained_stopped_and_resumed_from_python_equals_the_run_left_alone(mnist_dir,
+                                                                               tmp_path):
+    from nnx import Run  # the package's own name for it
+
+    data, calls = _small(), []
+    config = TrainConfig(device="cpu", iters=260, optimizer="adam", lr=0.001, eval_every=100)
+    quiet = {"log": lambda _: None, "progress": False}
+    alone = Run.create(tmp_path / "alone", config).train(data, plots=False, **quiet)
+    assert alone.status == "completed"
+    stopped = Run.create(tmp_path / "run", config).train(
+        data, stop=lambda: calls.append(1) or len(calls) > 150, plots=False, **quiet)
+    assert stopped.status == "interrupted" and len(stopped.history["loss"]) == 150
+    assert (tmp_path / "run" / rundir.CHECKPOINT).exists()
+    resumed = Run.resume(tmp_path / "run").train(data, plots=False, **quiet)
+    assert resumed.status == "completed"
+    assert resumed.history["loss"] == alone.history["loss"]
+    for name in ("alone", "run"):  # the files, as another process would read them
+        history = json.loads((tmp_path / name / rundir.HISTORY).read_text())
+        assert history["status"] == "completed" and len(history["loss"]) == 260
+        assert not (tmp_path / name / rundir.CHECKPOINT).exists()
+        assert not (tmp_path / name / ".lock").exists()  # the directory was released
+    for key, want in load_params(tmp_path / "alone" / rundir.PARAMS).items():
+        assert np.array_equal(load_params(tmp_path / "run" / rundir.PARAMS)[key], want), key
+        assert np.array_equal(resumed.net.params[key], want), key
+
+
+def test_a_run_object_trains_once_and_refuses_a_used_directory(mnist_dir, tmp_path):
+    from nnx.run import Run
+
+    data, out = _small(), tmp_path / "run"
+    run = Run.create(out, TrainConfig(device="cpu", iters=20, eval_every=10))
+    run.train(data, plots=False, log=lambda _: None, progress=False)
+    with pytest.raises(InputError, match="has ended; Run.resume continues a stopped run"):
+        run.train(data)
+    with pytest.raises(InputError, match="already holds a run"):
+        Run.create(out, TrainConfig(device="cpu"))
+    with pytest.raises(InputError, match="it completed"):
+        Run.resume(out)
+    with Run.create(tmp_path / "unused", TrainConfig(device="cpu")) as unused:
+        assert (unused.path / ".lock").exists()
+    assert not any((tmp_path / "unused").iterdir())  # closed untrained: released, no file
+    with pytest.raises(OSError), Run.create(tmp_path / "failed", TrainConfig(device="cpu")):
+        raise OSError("the data could not be read")
+    assert not (tmp_path / "failed").exists()  # made for a run that failed: removed
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_told_to_start_anew(mnist_dir, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "run"
+    out.mkdir()  # what a SIGKILL before the first checkpoint leaves: the config only
+    (out / "config.json").write_text(json.dumps({"device": "cpu", "iters": 20}))
+    for args in (["--out", str(out)], ["--resume", str(out)]):
+        assert _cli("--data-dir", str(mnist_dir), *args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "was stopped before its first checkpoint" in err[0], err
+        assert f"start it anew with --overwrite (nnx train --out {out} --overwrite)" in err[0]
+    assert _cli("--data-dir", str(mnist_dir), "--out", str(out), "--overwrite") == 0
+    assert json.loads((out / "history.json").read_text())["status"] == "completed"

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 import backends
-from nnx.cli.train import _memory_advice
 from nnx.errors import InputError
 from nnx.io import load_params
 from nnx.mnist import load_mnist
+from nnx.run import memory_advice
 from nnx.training import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -297,7 +297,7 @@ def test_out_of_memory_advice_shrinks_the_largest_array(hidden, batch, dtype, ad
         def memory_free(self):
             return free
 
-    text = _memory_advice(config, Device(), data, exc)
+    text = memory_advice(config, Device(), data, exc)
     assert text.startswith("out of memory allocating 1,024 bytes (allocated so far: 0 bytes) "
                            f"training on cuda:0; try {advice}")
 

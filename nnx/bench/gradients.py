@@ -8,8 +8,7 @@ interleaved so that load from other processes hits them alike. On the CPU, backp
 timed beside two NumPy reference steps (:mod:`nnx.bench.refs`) and held to a target ratio
 to the fused one. The loop is timed on a seeded sample of coordinates and extrapolated
 (--full-loop also runs it all on the CPU). Results go to stdout and, as JSON, Markdown
-and PNG charts, to --out. Run it as ``nnx bench``, ``python -m nnx.bench`` or
-``scripts/bench_gradients.py``.
+and PNG charts, to --out. Run it as ``nnx bench gradients``, or plain ``nnx bench``.
 """
 
 from __future__ import annotations
@@ -32,9 +31,9 @@ from nnx import io
 from nnx.bench import cases, report, sweep
 from nnx.bench.refs import BookStyleNet, fused_step
 from nnx.bench.timing import Case, Check, CpuWatch, Row, Stats, cuda_event_times, ratio, time_rows
-from nnx.cli import stops
-from nnx.cli.program import add_out_argument, output_dir, run_module
 from nnx.errors import InputError, positive_int, positive_number
+from nnx.io import output_dir
+from nnx.program import add_dtype_argument, add_hidden_argument, add_out_argument
 
 SCHEMA = "nnx-bench-gradients/3"
 TARGET_BACKPROP = 1.15  # nnx's backprop within this factor of the fused NumPy step
@@ -52,10 +51,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--device", action="append", default=[], metavar="DEV",
         help="device to measure (repeatable, or a comma list: cpu,cuda:0,strict); "
              "default: every device that works here")
-    add("--dtype", choices=("float64", "float32"), default="float64",
-        help="dtype of the net and batch (default float64, as in the book)")
+    add_dtype_argument(parser, "the net and batch")
     add("--batch", type=int, default=100, help="batch size (default 100)")
-    add("--hidden", type=int, default=50, help="hidden layer size (default 50)")
+    add_hidden_argument(parser, [50], "hidden layer size of the book's two-layer net "
+                        "(default 50)")
     add("--repeat", type=int, default=100,
         help="timed calls of backprop, the reference steps and the peer per device (default 100)")
     add("--rounds", type=int, default=10, help="interleaved rounds of those calls (default 10)")
@@ -94,6 +93,10 @@ def resolve_devices(specs: Sequence[str], dtype: str) -> list[Backend]:
 
 def run(args: argparse.Namespace) -> int:
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    if len(args.hidden) != 1:
+        raise InputError("the benchmark times the book's two-layer net: give one --hidden size, "
+                         f"not {' '.join(map(str, args.hidden))}")
+    args.hidden = args.hidden[0]
     for name in COUNTS:  # flags are checked here, so that an error is one sentence
         positive_int("--" + name.replace("_", "-"), getattr(args, name))
     positive_number("--max-seconds", args.max_seconds)
@@ -183,7 +186,7 @@ def measure(devs: list[Backend], source: cases.DataSource, host: cases.HostBatch
     return {
         "schema": SCHEMA,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": report.command_line(), "machine": info,
+        "command": report.command_line(args), "machine": info,
         "config": {"sizes": [784, args.hidden, 10], "activation": "relu", "batch": args.batch,
                    "dtype": args.dtype, "repeat": args.repeat, "rounds": args.rounds,
                    "warmup": args.warmup, "numerical_repeat": args.numerical_repeat,
@@ -264,12 +267,3 @@ def save(result: dict[str, Any], text: str, out: Path) -> None:
     io.write_bytes(out / "gradients.txt", text.encode())
     io.write_bytes(out / "gradients.md", report.render(result, True, charts).encode())
     io.write_json(out / "gradients.json", report.jsonable(result))
-
-
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Parse ``argv`` and run; user errors print one line on stderr and return 2."""
-    return run_module(__doc__, configure, run, argv, prog)
-
-
-if __name__ == "__main__":
-    stops.exit_after(main, prog="python -m nnx.bench.gradients")

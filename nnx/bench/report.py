@@ -7,6 +7,7 @@ use matplotlib's ``Figure`` directly, never pyplot, saved by :func:`nnx.plots.sa
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import shlex
 import sys
@@ -24,17 +25,10 @@ RANGES = ("range: per-round = the lowest and highest ratio of medians within one
           "round; quartiles = q1/q3 to q3/q1 of cases timed apart")
 
 
-def command_line() -> str:
-    """The command that is running, as a user would type it again."""
-    argv0 = Path(sys.argv[0])
-    if argv0.suffix == ".py" and "nnx" in argv0.parts[-3:-1]:  # python -m nnx...
-        mod = argv0.parts[argv0.parts.index("nnx", len(argv0.parts) - 3):-1] + (argv0.stem,)
-        first = ["python", "-m", ".".join(m for m in mod if m != "__main__")]
-    elif argv0.suffix == ".py":
-        first = ["python", sys.argv[0]]
-    else:
-        first = [argv0.name]
-    return shlex.join([*first, *sys.argv[1:]])
+def command_line(args: argparse.Namespace) -> str:
+    """The command that is running, as a user would type it again: ``nnx`` and the words
+    it was given (``python -m nnx.cli`` is the same program)."""
+    return shlex.join(["nnx", *getattr(args, "_argv", sys.argv[1:])])
 
 
 def jsonable(obj: Any) -> Any:

@@ -31,7 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,10 @@ from nnx.bench import peers, report
 from nnx.bench.busy import Burner, check_cores
 from nnx.bench.refs import book_training, fused_training
 from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
-from nnx.cli.program import add_data_arguments, add_out_argument, output_dir, run_module
-from nnx.errors import InputError, positive_int
+from nnx.errors import InputError, plural, positive_int
+from nnx.io import output_dir
 from nnx.mnist import load_mnist
+from nnx.program import add_data_arguments, add_out_argument
 from nnx.training import TrainConfig, train
 
 SCHEMA = "nnx-bench-training/2"
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                    "median": float(np.median(per_run)), "min": min(per_run),
                    "max": max(per_run)}
         result = {
-            "schema": SCHEMA, "command": report.command_line(), "machine": machine_info(),
+            "schema": SCHEMA, "command": report.command_line(args), "machine": machine_info(),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "config": {"iters": iters, "repeat": repeat, "seed": args.seed, "batch": 100,
                        "sizes": [784, 50, 10], "lr": 0.1, "eval_every": 600,
@@ -244,7 +245,8 @@ def render(result: dict[str, Any]) -> str:
              for r in rows]
     lines = [
         f"job: the book's training run ({c['iters']} iterations, batch 100, 784-50-10 ReLU, "
-        f"SGD lr 0.1, accuracy every 600 iterations), {c['repeat']} runs each, interleaved",
+        f"SGD lr 0.1, accuracy every 600 iterations), {plural(c['repeat'], 'run')} each, "
+        "interleaved",
         "timing: wall-clock time of each whole run, evaluations included",
         f"machine: {m['cpu']}; Python {m['python']}, NumPy {m['numpy']}"
         + (f", CuPy {m['cupy']}" if m.get("cupy") else ""),
@@ -260,7 +262,8 @@ def render(result: dict[str, Any]) -> str:
                   "training / floor", "training / products on gathered batches"]
     p = result["process_over_training"]
     process = (f"{p['row']}: the whole process takes {p['median']:.3g}x the training time it "
-               f"reports (median of {len(p['ratios'])} runs; {p['min']:.3g}x–{p['max']:.3g}x)")
+               f"reports (median of {plural(len(p['ratios']), 'run')}; {p['min']:.3g}x–"
+               f"{p['max']:.3g}x)")
     return "\n\n".join(["# The book's training run", "\n".join(f"- {x}" for x in lines),
                         report.md_table(table, head), process,
                         "## The floor: the run's products alone",
@@ -278,8 +281,3 @@ def _busy(job: Callable[[Any, int, int], float]) -> Callable[[Any, int, int], fl
 
 def _name(be: Any) -> str:
     return "float32" if be.dtype == be.xp.float32 else "float64"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``scripts/bench_training.py``."""
-    return run_module(__doc__, configure, run, argv, "bench_training.py")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnx import evaluation, io, rundir
-from nnx.cli import program
+from nnx import evaluation, io, program, rundir
 from nnx.mnist import load_mnist
+from nnx.run import load_run
 from nnx.training import describe
 
 
@@ -27,13 +27,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    net, _ = evaluation.load_run(args.run_dir, args.device)  # a bad run fails before any work
+    net, _ = load_run(args.run_dir, args.device)  # a bad run fails before any work
     be = net.backend
     train_set, test_set = load_mnist(data_dir=args.data_dir, download=not args.no_download)
     x, t = test_set if args.set == "test" else train_set
-    with program.output_dir(args.out or args.run_dir) as out:
+    with io.output_dir(args.out or args.run_dir) as out:
         ev = evaluation.evaluate(net, be.asarray(x, dtype=be.dtype), be.asarray(t))
-        history = args.run_dir / "history.json"
+        history = args.run_dir / rundir.HISTORY
         final = rundir.read_json(history).get("final_test_acc") if history.is_file() else None
         print(f"{describe(net)} of {args.run_dir}, the {args.set} set, on {be} ({be.reason})")
         print(ev.table())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from backends import get_backend
-from nnx.cli import program
+from nnx import program
 from nnx.errors import InputError, positive_int, positive_number
 from nnx.gradcheck import MODES, gradient_check
 from nnx.layers import ACTIVATIONS
@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="every coordinate (default), a sample per parameter, or one random direction")
     a("--activation", choices=tuple(ACTIVATIONS), default="relu", help="default: relu")
     a("--batch", type=int, default=3, help="first N training images (default: 3, the book's)")
-    a("--hidden", type=int, nargs="+", default=[50], help="hidden layer size(s) (default: 50)")
+    program.add_hidden_argument(parser, [50], "hidden layer size(s) (default: 50)")
     a("--samples", type=int, default=32, help="coordinates per parameter in --mode sample "
       "(default: 32)")
     a("--tol", type=float, default=1e-5, help="relative error tolerance (default: 1e-5)")

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from backends import machine_info
+from nnx.cli import nnx_version
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = machine_info()
+    info = {"nnx": nnx_version(), **machine_info()}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

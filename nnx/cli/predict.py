@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nnx import evaluation
-from nnx.cli import program
+from nnx import evaluation, program
 from nnx.errors import positive_int
 from nnx.functions import softmax
+from nnx.run import load_run
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     top = min(positive_int("--top", args.top), evaluation.CLASSES)
-    net, _ = evaluation.load_run(args.run_dir, args.device)
+    net, _ = load_run(args.run_dir, args.device)
     x = np.stack([evaluation.read_image(path) for path in args.images])
     be = net.backend
     with be.scope():

@@ -1,27 +1,26 @@
 """What every program of this project does around its work: flags, exit codes, outputs.
 
-A program (``nnx <command>``, a script, a benchmark) builds an ``argparse`` parser and a
+A program (``nnx <command>``, a benchmark, a script) builds an ``argparse`` parser and a
 ``run(args) -> int``, and hands both to :func:`run_program`. Errors a user can cause
 (:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
 a full disk, running out of host or device memory) end as one line ``PROG: error: ...``
 on stderr and exit status 2; Ctrl-C ends as ``PROG: interrupted`` and 130, SIGTERM and
-SIGHUP as 143 and 129 (:mod:`nnx.cli.stops`). The ``add_*`` helpers add the flags that
-several programs share, with one spelling and one help text.
+SIGHUP as 143 and 129 (:mod:`nnx.stops`). The ``add_*`` helpers add the flags that
+several programs share, with one spelling and one help text. ``nnx.cli`` and ``nnx.bench``
+both use this module, and neither imports the other.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from backends import BackendError, is_out_of_memory
-from nnx import io
-from nnx.cli import stops
-from nnx.errors import InputError, NnxError
+from nnx import stops
+from nnx.errors import InputError, NnxError, out_of_memory
 from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
 Run = Callable[[argparse.Namespace], "int | None"]
@@ -55,30 +54,6 @@ def run_program(
             raise
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     return 2
-
-
-def out_of_memory(exc: BaseException) -> str:
-    """"out of memory (what failed to allocate)", from the library's message."""
-    lines = str(exc).strip().splitlines()
-    detail = lines[0].rstrip(".") if lines else ""
-    if detail.lower().startswith("out of memory"):  # CuPy: "Out of memory allocating N bytes"
-        return "out of memory" + detail[len("out of memory"):]
-    return f"out of memory ({detail[:1].lower()}{detail[1:]})" if detail else "out of memory"
-
-
-def run_module(
-    doc: str,
-    configure: Callable[[argparse.ArgumentParser], None],
-    run: Run,
-    argv: Sequence[str] | None = None,
-    prog: str | None = None,
-) -> int:
-    """The ``main`` of a program module: a parser described by the first paragraph of
-    ``doc`` (the module's docstring), its flags added by ``configure``, then
-    :func:`run_program`."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
-    configure(parser)
-    return run_program(None, parser, run, argv)
 
 
 # -- shared flags ---------------------------------------------------------------------------
@@ -119,6 +94,25 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
     return value
+
+
+def add_hidden_argument(parser: argparse.ArgumentParser, default: Sequence[int],
+                        help_text: str) -> None:
+    """``--hidden UNITS [UNITS ...]``: hidden layer sizes, spelled one way in every program
+    (``--hidden 100 100``; the flag given again adds sizes, ``--hidden 100 --hidden 100``)."""
+    parser.add_argument("--hidden", type=int, nargs="+", action=_Sizes, default=list(default),
+                        metavar="UNITS", help=help_text)
+
+
+class _Sizes(argparse.Action):
+    """Sizes of every ``--hidden`` given, in order; the default only when none is."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        given = getattr(namespace, "_given_" + self.dest, False)
+        before = list(getattr(namespace, self.dest)) if given else []
+        setattr(namespace, self.dest, before + list(values))  # type: ignore[call-overload]
+        setattr(namespace, "_given_" + self.dest, True)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,25 +180,3 @@ def _rates(specs: Sequence[str], names: list[str],
                              f"chosen ({', '.join(names)})")
         rates[name] = value
     return rates
-
-
-# -- outputs ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Create ``path`` and prove it writable before any work is done, then yield it.
-
-    If the body fails, a directory this created is removed again while still empty, so
-    a failed run leaves nothing behind.
-    """
-    out = Path(path)
-    try:
-        created = io.writable_dir(out)
-    except OSError as exc:
-        raise InputError(f"cannot write to output directory {out}: "
-                         f"{io.write_failure(exc, out)}") from exc
-    try:
-        yield out
-    except BaseException:
-        if created:
-            io.remove_if_empty(out)
-        raise
