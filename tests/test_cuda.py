@@ -534,7 +534,7 @@ def test_no_cupy_is_one_finding_with_the_install_command(monkeypatch):
     assert 'pip install ".[cuda12]"' in found["fix"]
 
 
-def test_a_kernel_cache_that_cannot_be_written_is_found(tmp_path, monkeypatch):
+def test_a_kernel_cache_that_cannot_be_written_is_found(machine, tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert _cuda.kernel_cache_problem(str(tmp_path / "cache" / "kernels")) == ""
@@ -544,7 +544,9 @@ def test_a_kernel_cache_that_cannot_be_written_is_found(tmp_path, monkeypatch):
     why = _cuda.kernel_cache_problem(str(tmp_path))
     assert why == f"the kernel cache directory {tmp_path} is not writable ({tmp_path})"
     monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
+    machine(devices=1)  # CuPy imports (without it the diagnosis stops at its absence)
     monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    monkeypatch.setattr(_cuda, "load_library", lambda name: "")
     found = _cuda.diagnose()
     cache = next(f for f in found if "kernel cache" in f["finding"])
     assert not cache["ok"] and "CUPY_CACHE_DIR" in cache["fix"]
