@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nnx import io
+from nnx import images, io
 from nnx.errors import DataError, InputError
 from nnx.functions import one_hot, softmax
 from nnx.network import PREDICT_CHUNK, MultiLayerNet
@@ -99,7 +99,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         if not (size := io.file_size(path)):
             raise io.BadFile("does not exist" if size is None else "is empty (0 bytes)")
         with Image.open(path, formats=("PNG", "JPEG")) as img:
-            img.load()
+            img = images.load(img)  # bounded by its header's size before decoding
             if 0 in img.size:
                 raise io.BadFile("has no pixels")
             grey = _grey(img)

@@ -51,6 +51,30 @@ def file_size(path: str | os.PathLike[str]) -> int | None:
     return st.st_size
 
 
+def open_nofollow(path: str | os.PathLike[str], limit: int | None = None) -> io.BufferedReader:
+    """``path`` opened for reading without following a symbolic link or blocking on a FIFO;
+    :class:`BadFile` unless it is a regular file (of at most ``limit`` bytes, if given)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise BadFile("does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise BadFile("is a symbolic link, and nnx follows none in a run directory") from None
+        raise BadFile(f"cannot be read ({exc.strerror or exc})") from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        kind = {"d": "directory", "p": "FIFO", "s": "socket"}.get(stat.filemode(st.st_mode)[0])
+        raise BadFile(f"is a {kind or 'special file'}, not a regular file")
+    if limit is not None and st.st_size > limit:
+        f.close()
+        raise BadFile(f"is {st.st_size:,} bytes, more than the {limit:,} its run can need")
+    return f
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``."""

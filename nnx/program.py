@@ -41,7 +41,10 @@ def run_program(
     name = prog(args) if callable(prog) else (prog or parser.prog)
     try:
         with stops.raising():
-            return int(run(args) or 0)
+            status = int(run(args) or 0)
+        if status == 0 and (signum := stops.swallowed()) is not None:  # never lost
+            raise stops.Stopped(signum)
+        return status
     except (NnxError, BackendError) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
     except OSError as exc:
@@ -50,10 +53,16 @@ def run_program(
     except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal
         return stops.interrupted(name, exc)
     except Exception as exc:  # MemoryError, CuPy's cuBLAS and CUDA errors, PyTorch's OOM
-        if not is_out_of_memory(exc):
+        if not (is_out_of_memory(exc) or mapping_failed(exc)):
             raise
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     return 2
+
+
+def mapping_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is an import that failed for want of address space ("failed to map
+    segment from shared object"): out of memory, as a ``MemoryError`` is."""
+    return isinstance(exc, ImportError) and "failed to map segment" in str(exc)
 
 
 # -- shared flags ---------------------------------------------------------------------------

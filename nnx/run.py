@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from backends import Backend, get_backend, is_out_of_memory, machine_info
-from nnx import io, rundir
+from nnx import io, rundir, runfiles
 from nnx import plots as figures
-from nnx.errors import DataError, DivergenceError, InputError, out_of_memory, plural
+from nnx.errors import DivergenceError, InputError, out_of_memory, plural
 from nnx.network import MultiLayerNet
 from nnx.numerical import numerical_gradient
 from nnx.training import Data, TrainConfig, TrainResult, config_dict, describe, train
@@ -56,8 +56,7 @@ class Run:
         path = Path(path)
         if not (path / rundir.CONFIG).is_file():
             raise InputError(f"cannot resume {path}: it holds no {rundir.CONFIG} of an nnx run")
-        return cls._open(path, saved_config(rundir.read_json(path / rundir.CONFIG), device),
-                         "resume")
+        return cls._open(path, runfiles.read_config(path, device), "resume")
 
     @classmethod
     def _open(cls, path: Path, config: TrainConfig, mode: str) -> Run:
@@ -100,7 +99,8 @@ class Run:
         with self._held:
             if mode == "overwrite":  # the old run goes only once the new one can start
                 rundir.prepare(out, "overwrite")
-            resume = rundir.load_checkpoint(out) if mode == "resume" else None
+            sizes = [data[0][0].shape[1], *config.hidden, 10]
+            resume = rundir.load_checkpoint(out, config, sizes) if mode == "resume" else None
             io.write_json(out / rundir.CONFIG, {
                 **config_dict(config), "resolved_device": be.device, "device_reason": be.reason,
                 "sizes": [data[0][0].shape[1], *config.hidden, 10],
@@ -130,20 +130,17 @@ def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = Non
     if not (path / rundir.CONFIG).is_file():
         raise InputError(f"{path} is not an nnx run directory (it holds no {rundir.CONFIG}); "
                          "give a directory that nnx train wrote")
-    config = rundir.read_json(path / rundir.CONFIG)
-    sizes, activation = config.get("sizes"), config.get("activation")
-    if not (isinstance(sizes, list) and len(sizes) > 1 and isinstance(activation, str)):
-        raise DataError(f"{path / rundir.CONFIG} names no layer sizes and activation; restore "
-                        "it or re-train")
+    config = runfiles.read_net_config(path)
+    sizes, activation = config["sizes"], config["activation"]
     if not (path / rundir.PARAMS).exists():
-        status = (rundir.read_json(path / rundir.HISTORY).get("status")
+        status = (runfiles.read_history(path).get("status")
                   if (path / rundir.HISTORY).is_file() else None)
         fix = ("it diverged; re-train with a smaller --lr" if status == "diverged" else
                f"continue it with nnx train --resume {path}" if (path / rundir.CHECKPOINT)
                .exists() else "wait for the run to finish, or re-train")
         raise InputError(f"{path / rundir.PARAMS} does not exist: the run saved no "
                          f"parameters; {fix}")
-    params = io.load_params(path / rundir.PARAMS, sizes=sizes)
+    params = runfiles.read_params(path, sizes)
     be = get_backend(device, config.get("dtype", "float64"))
     net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation, device=be)
     for key, value in params.items():  # predict reads the dict at every call

@@ -50,13 +50,20 @@ ACCURACY_PNG, LOSS_PNG = "accuracy.png", "loss.png"
 HISTORY = "history.json"  # everything recorded and the status: written last
 RESULTS = (HISTORY_CSV, EPOCHS_CSV, PARAMS, ACCURACY_PNG, LOSS_PNG)
 RUN_FILES = (CONFIG, CHECKPOINT, *RESULTS, HISTORY)
+JSON_LIMIT = 1 << 20  # config.json: a few hundred bytes; a history says its own limit
 
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold ``path/.lock`` for the block: a second process on the same run is refused."""
     lock = path / ".lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:  # a link planted in its place is never followed
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        if not os.path.islink(lock):
+            raise
+        raise InputError(f"{lock} is a symbolic link, and nnx follows none in a run "
+                         "directory; remove it and run again") from exc
     held = False
     try:
         try:
@@ -70,7 +77,7 @@ def locked(path: Path) -> Iterator[None]:
                              "to end or choose another --out") from None
         # The file may have been removed and made anew by its last holder in the meantime:
         # then the lock held is an orphan's, and the run is another process's.
-        if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+        if os.fstat(fd).st_ino != os.stat(lock, follow_symlinks=False).st_ino:
             raise InputError(f"another process is writing the run in {path}; wait for it "
                              "to end or choose another --out")
         held = True
@@ -100,17 +107,24 @@ def prepare(path: Path, mode: str) -> None:
         for name in present:
             (path / name).unlink()
     if mode == "resume" and CHECKPOINT not in present:
-        status = read_json(path / HISTORY).get("status") if HISTORY in present else None
+        from nnx.runfiles import read_history  # it builds on this module
+
+        status = read_history(path).get("status") if HISTORY in present else None
         why = "it completed" if status == "completed" else f"it holds no {CHECKPOINT}"
         raise InputError(f"cannot resume the run in {path}: {why}")
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; :class:`DataError` naming the file if it is not one."""
+def read_json(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """A JSON object from ``path`` (no link followed, at most ``limit`` bytes);
+    :class:`DataError` naming the file if it is not one."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeError, ValueError) as exc:
-        raise DataError(f"cannot read {path} ({exc}); restore it or start a new run") from exc
+        with io.open_nofollow(path, limit) as f:
+            value = json.loads(f.read(limit + 1).decode("utf-8"))
+    except io.BadFile as exc:
+        raise DataError(f"{path} {exc}; restore it or start a new run") from None
+    except (OSError, UnicodeError, ValueError, RecursionError) as exc:
+        why = "it nests too deeply" if isinstance(exc, RecursionError) else io.brief(exc)
+        raise DataError(f"cannot read {path} ({why}); restore it or start a new run") from None
     if not isinstance(value, dict):
         raise DataError(f"{path} is not a JSON object; restore it or start a new run")
     return value
@@ -127,23 +141,15 @@ def save_checkpoint(path: Path, c: Checkpoint) -> None:
     io.save_params(path / CHECKPOINT, arrays)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """The checkpoint in ``path``; :class:`DataError` naming the file if it is damaged."""
-    file = path / CHECKPOINT
-    try:
-        if io.file_size(file) is None:  # never opens a FIFO or directory in the way
-            raise io.BadFile("does not exist")
-        with np.load(file, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(bytes(arrays.pop("meta")).decode())
-        params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
-        opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
-        opt.update(meta["optimizer"])
-        return Checkpoint(int(meta["iteration"]), int(meta["block_start"]), meta["rng"],
-                          params, opt, meta["history"], float(meta["elapsed"]))
-    except Exception as exc:  # zipfile, zlib, numpy, json: damaged bytes raise any kind
-        raise DataError(f"{file} is not a readable nnx checkpoint ({io.brief(exc)}); start a "
-                        "new run or restore the file") from exc
+def load_checkpoint(path: Path, config: Any = None, sizes: list[int] | None = None) -> Checkpoint:
+    """The checkpoint in ``path`` for ``config`` (default: the run's ``config.json``) and a
+    net of layer ``sizes`` (default: MNIST's, 784 to 10), every field checked
+    (:func:`nnx.runfiles.read_checkpoint`); :class:`DataError` naming the file and field."""
+    from nnx import runfiles  # it builds on this module
+
+    config = runfiles.read_config(path) if config is None else config
+    sizes = [runfiles.PIXELS, *config.hidden, runfiles.CLASSES] if sizes is None else sizes
+    return runfiles.read_checkpoint(path, config, sizes)
 
 
 @contextlib.contextmanager

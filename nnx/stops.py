@@ -51,12 +51,25 @@ def _handlers(handler: Callable[[int, object], None]) -> Iterator[None]:
             signal.signal(s, h)
 
 
+_received: list[int] = []  # stops raised by raising(), delivered or not
+
+
 def _raise(signum: int, _frame: object) -> None:
+    _received.append(signum)
     raise Stopped(signum)
 
 
+def swallowed() -> int | None:
+    """The first stop that :func:`raising` raised, if any: a program that ends normally
+    after one had it discarded (Python ignores an exception raised inside a finalizer or a
+    weakref callback, "Exception ignored in ..."), and must still end as stopped."""
+    return _received[0] if _received else None
+
+
 def raising() -> contextlib.AbstractContextManager[None]:
-    """Inside the block a stop signal raises :class:`Stopped` (a ``KeyboardInterrupt``)."""
+    """Inside the block a stop signal raises :class:`Stopped` (a ``KeyboardInterrupt``);
+    :func:`swallowed` says afterwards whether one came (anything noted before is forgotten)."""
+    _received.clear()
     return _handlers(_raise)
 
 

@@ -192,7 +192,7 @@ def _broken_run(kind: str, good: Path, where: Path) -> tuple[Path, str]:
     rng = np.random.default_rng(0)  # "mismatched": a 784-30-10 net where the config says 50
     save_params(run / "params.npz", {"W1": rng.random((784, 30)), "b1": np.zeros(30),
                                      "W2": rng.random((30, 10)), "b2": np.zeros(10)})
-    return run, "holds a 784-30-10 net, not the [784, 50, 10] expected"
+    return run, "holds W1 as (784, 30) float64, not (784, 50) real numbers"
 
 
 @pytest.mark.parametrize("kind", ["not-a-run", "bad-config", "interrupted", "diverged",

@@ -194,7 +194,7 @@ def test_a_stop_during_the_save_waits_for_it(mnist_dir, tmp_path, monkeypatch):
 def test_a_damaged_checkpoint_is_one_sentence(tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DataError, match=r"checkpoint\.npz is not a readable nnx checkpoint"):
-        rundir.load_checkpoint(tmp_path)
+        rundir.load_checkpoint(tmp_path, TrainConfig())
 
 
 def _consistent(out) -> str:

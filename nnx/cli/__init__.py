@@ -118,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_program(name, parser, lambda args: args._run(args), _expand(argv))
     except KeyboardInterrupt as exc:  # a stop while the program started
         return stops.interrupted(name, exc)
+    except ImportError as exc:  # a module that cannot be mapped: no address space left
+        if "failed to map segment" not in str(exc):
+            raise
+        print(f"{name}: error: out of memory ({exc}); give the process more memory",
+              file=sys.stderr)
+        return 2
 
 
 def entry() -> NoReturn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnx import evaluation, io, program, rundir
+from nnx import evaluation, io, program, rundir, runfiles
 from nnx.mnist import load_mnist
 from nnx.run import load_run
 from nnx.training import describe
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     with io.output_dir(args.out or args.run_dir) as out:
         ev = evaluation.evaluate(net, be.asarray(x, dtype=be.dtype), be.asarray(t))
         history = args.run_dir / rundir.HISTORY
-        final = rundir.read_json(history).get("final_test_acc") if history.is_file() else None
+        final = runfiles.read_history(args.run_dir).get("final_test_acc") \
+            if history.is_file() else None
         print(f"{describe(net)} of {args.run_dir}, the {args.set} set, on {be} ({be.reason})")
         print(ev.table())
         if args.set == "test" and final is not None:

@@ -1,0 +1,306 @@
+"""What nnx reads back from a run directory, validated as input anyone could have written.
+
+One reader per file: :func:`read_config` (``config.json`` as a :class:`TrainConfig`),
+:func:`read_net_config` (the net ``evaluate`` and ``predict`` load), :func:`read_history`,
+:func:`read_checkpoint` and :func:`read_params`. Each opens its file without following a
+link, bounds its size by what the run's config implies before reading, checks every value
+against a schema (types, ranges, shapes from the config, cross-checks such as the iteration
+against the history's lengths) and raises :class:`DataError`: one sentence naming the file
+and the field. What the config implies lives in two functions, :func:`param_shapes` and
+:func:`optimizer_state`, so a net with more parameters or state extends them in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnx import io, npzfile, rundir
+from nnx.errors import DataError, InputError, NnxError
+from nnx.optimizers import make_optimizer
+from nnx.training import MAX_BLOCK, TrainConfig
+
+CLASSES, PIXELS = 10, 784  # what evaluate and predict feed a net: MNIST images
+JSON_LIMIT = rundir.JSON_LIMIT
+PER_ITERATION = ("loss", "grad_time")  # the history's lists: one entry per iteration...
+PER_EVALUATION = ("eval_iter", "eval_epoch", "train_acc", "test_acc", "eval_elapsed")  # ...each
+JSON_PER_ITERATION = 64  # bytes of JSON an iteration adds to the history, at most (with room)
+
+
+class Bad(ValueError):
+    """A field's value that cannot be used: ``field`` and a phrase saying what it must be."""
+
+    def __init__(self, field: str, value: Any, want: str) -> None:
+        super().__init__(f"holds {field} = {io.brief(repr(value))[:60]}, not {want}")
+
+
+def _fail(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path} {exc}; restore the file or start a new run")
+
+
+# -- what a config implies ----------------------------------------------------------------------
+def param_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """The parameters of a layered net of ``sizes`` (e.g. ``[784, 50, 10]``) and their shapes."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
+        shapes[f"W{i}"], shapes[f"b{i}"] = (a, b), (b,)
+    return shapes
+
+
+def optimizer_state(config: TrainConfig) -> tuple[list[str], list[str]]:
+    """The optimizer's state: its array slots (``v``, ``h``, ``m``: one array per parameter)
+    and its counters (``iter``), as :meth:`Optimizer.state_dict` writes them."""
+    opt = make_optimizer(config.optimizer, lr=config.lr, **config.optimizer_options)
+    slots = [k for k, v in vars(opt).items() if isinstance(v, dict)]
+    return slots, [k for k in ("iter",) if hasattr(opt, k)]
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+read_json = rundir.read_json
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _str_or_none(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+CONFIG_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "device": (_str_or_none, "a device string"),
+    "dtype": (lambda v: v in ("float64", "float32"), "float64 or float32"),
+    "grad": (lambda v: isinstance(v, str), "a string"),
+    "numerical_method": (lambda v: isinstance(v, str), "a string"),
+    "iters": (lambda v: _int(v) and v > 0, "a positive integer"),
+    "batch_size": (lambda v: _int(v) and v > 0, "a positive integer"),
+    "lr": (lambda v: _real(v) and 0 < v < math.inf, "a positive number"),
+    "hidden": (lambda v: isinstance(v, list) and v and all(_int(h) and h > 0 for h in v),
+               "a list of positive layer sizes"),
+    "activation": (lambda v: isinstance(v, str), "a string"),
+    "weight_init_std": (lambda v: isinstance(v, str) or (_real(v) and 0 < v < math.inf),
+                        "a positive number, 'he' or 'xavier'"),
+    "optimizer": (lambda v: isinstance(v, str), "a string"),
+    "optimizer_options": (lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and _real(x) for k, x in v.items()), "an object of numbers"),
+    "seed": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
+    "eval_every": (lambda v: v is None or (_int(v) and v > 0), "a positive integer or null"),
+}
+
+
+def read_config(run: Path, device: str | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` in ``run``'s ``config.json``; ``device`` replaces its own."""
+    path = run / rundir.CONFIG
+    saved = read_json(path)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        for name in sorted(fields & set(saved)):
+            check, want = CONFIG_FIELDS.get(name, (lambda v: True, ""))
+            if not check(saved[name]):
+                raise Bad(name, saved[name], want)
+        config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+        config.hidden = tuple(config.hidden)
+        if device is not None:
+            config.device = device  # a run may continue on another device
+        config.validate()
+        try:
+            optimizer_state(config)
+        except InputError as exc:
+            raise Bad("optimizer_options", config.optimizer_options,
+                      f"options of optimizer {config.optimizer!r} ({exc})") from None
+        if "sizes" in saved:
+            _check_sizes(saved["sizes"], config.hidden)
+    except (Bad, InputError) as exc:
+        raise _fail(path, exc if isinstance(exc, Bad) else f"is not a usable config ({exc})") \
+            from None
+    return config
+
+
+def _check_sizes(sizes: Any, hidden: Sequence[int] | None = None) -> list[int]:
+    if not (isinstance(sizes, list) and len(sizes) > 2 and all(_int(n) and n > 0 for n in sizes)):
+        raise Bad("sizes", sizes, "a list of three or more positive layer sizes")
+    if sizes[0] != PIXELS or sizes[-1] != CLASSES:
+        raise Bad("sizes", sizes, f"a net from {PIXELS} pixels to {CLASSES} classes")
+    if hidden is not None and list(sizes[1:-1]) != list(hidden):
+        raise Bad("sizes", sizes, f"the layers of hidden = {list(hidden)}")
+    return list(sizes)
+
+
+def read_net_config(run: Path) -> dict[str, Any]:
+    """``run``'s ``config.json`` as ``evaluate`` and ``predict`` need it: ``sizes`` (from
+    784 pixels to 10 classes), ``activation`` and ``dtype`` checked."""
+    path = run / rundir.CONFIG
+    config = read_json(path)
+    try:
+        hidden = config.get("hidden")
+        _check_sizes(config.get("sizes"), hidden if isinstance(hidden, list) else None)
+        from nnx.layers import ACTIVATIONS
+
+        if config.get("activation") not in ACTIVATIONS:
+            raise Bad("activation", config.get("activation"), f"one of {', '.join(ACTIVATIONS)}")
+        if config.get("dtype", "float64") not in ("float64", "float32"):
+            raise Bad("dtype", config.get("dtype"), "float64 or float32")
+    except Bad as exc:
+        raise _fail(path, exc) from None
+    return config
+
+
+def read_history(run: Path) -> dict[str, Any]:
+    """``run``'s ``history.json``, with its ``status`` and ``final_test_acc`` checked."""
+    path = run / rundir.HISTORY
+    history = read_json(path, limit=JSON_LIMIT + JSON_PER_ITERATION * _iters(run))
+    try:
+        if not isinstance(history.get("status"), str | None):
+            raise Bad("status", history["status"], "a string")
+        acc = history.get("final_test_acc")
+        if acc is not None and not (_real(acc) and 0 <= acc <= 1):
+            raise Bad("final_test_acc", acc, "an accuracy between 0 and 1, or null")
+    except Bad as exc:
+        raise _fail(path, exc) from None
+    return history
+
+
+def _iters(run: Path) -> int:  # the history's length the config implies (no config: small)
+    try:
+        iters = read_json(run / rundir.CONFIG).get("iters")
+    except NnxError:
+        return 1 << 14
+    return iters if _int(iters) and 0 < iters < 1 << 40 else 1 << 14
+
+
+# -- arrays -------------------------------------------------------------------------------------
+def read_params(run: Path, sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """``run``'s ``params.npz``: exactly the parameters of a net of ``sizes``, finite."""
+    path = run / rundir.PARAMS
+    shapes = param_shapes(sizes)
+    specs = {k: npzfile.Spec(s, "fiu") for k, s in shapes.items()}
+    try:
+        with io.open_nofollow(path, _limit(specs)) as f:
+            return npzfile.read(f, specs, required=list(shapes))
+    except io.BadFile as exc:
+        raise _fail(path, exc) from None
+    except Exception as exc:  # zipfile, zlib, numpy: damaged bytes raise any kind
+        raise _fail(path, f"is not an intact .npz ({io.brief(exc) or type(exc).__name__})") \
+            from None
+
+
+def _limit(specs: dict[str, npzfile.Spec]) -> int:
+    """The most bytes a file of these members can take on disk (stored, with headers)."""
+    return sum(s.max_items * npzfile.ITEM + 4096 for s in specs.values()) + 4096
+
+
+def read_checkpoint(run: Path, config: TrainConfig, sizes: Sequence[int]) -> rundir.Checkpoint:
+    """``run``'s ``checkpoint.npz`` for ``config`` and a net of ``sizes``, every field checked."""
+    path = run / rundir.CHECKPOINT
+    shapes = param_shapes(sizes)
+    slots, counters = optimizer_state(config)
+    meta_bytes = JSON_LIMIT + JSON_PER_ITERATION * config.iters
+    specs = {f"param/{k}": npzfile.Spec(s) for k, s in shapes.items()}
+    specs.update({f"opt/{slot}/{k}": npzfile.Spec(s) for slot in slots for k, s in shapes.items()})
+    specs["meta"] = npzfile.Spec((None,), "u", max_items=meta_bytes)
+    try:
+        with io.open_nofollow(path, _limit(specs)) as f:
+            arrays = npzfile.read(f, specs, required=["meta", *(f"param/{k}" for k in shapes)])
+        meta_array = arrays.pop("meta")
+        if meta_array.dtype != np.uint8:
+            raise io.BadFile(f"holds meta as {meta_array.dtype}, not bytes (uint8)")
+        try:
+            meta = json.loads(meta_array.tobytes().decode("utf-8"))
+        except RecursionError:
+            raise io.BadFile("holds a meta JSON that nests too deeply") from None
+        except (UnicodeError, ValueError) as exc:
+            raise io.BadFile(f"holds a meta that is not JSON ({io.brief(exc)})") from None
+        return _checkpoint(meta, arrays, config, shapes, slots, counters)
+    except (io.BadFile, Bad) as exc:
+        raise _fail(path, exc) from None
+    except Exception as exc:  # zipfile, zlib, numpy: damaged bytes raise any kind
+        why = io.brief(exc) or type(exc).__name__
+        raise _fail(path, f"is not a readable nnx checkpoint ({why})") from None
+
+
+def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
+                shapes: dict[str, tuple[int, ...]], slots: list[str],
+                counters: list[str]) -> rundir.Checkpoint:
+    keys = {"iteration", "block_start", "rng", "elapsed", "history", "optimizer"}
+    if not isinstance(meta, dict) or set(meta) != keys:
+        raise Bad("meta", meta if not isinstance(meta, dict) else sorted(meta),
+                  f"an object of {', '.join(sorted(keys))}")
+    it, start = meta["iteration"], meta["block_start"]
+    if not (_int(it) and 0 <= it <= config.iters):
+        raise Bad("iteration", it, f"an iteration from 0 to the run's {config.iters}")
+    if not (_int(start) and 0 <= start <= it and it - start <= MAX_BLOCK):
+        raise Bad("block_start", start, f"an iteration from {max(it - MAX_BLOCK, 0)} to {it}")
+    if not (_real(meta["elapsed"]) and 0 <= meta["elapsed"] < math.inf):
+        raise Bad("elapsed", meta["elapsed"], "a number of seconds")
+    _check_rng(meta["rng"])
+    history = _check_history(meta["history"], it)
+    opt: dict[str, Any] = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+    for slot in slots:  # a slot's arrays are made at the first step, all at once
+        have = sum(f"{slot}/{k}" in opt for k in shapes)
+        if have != (len(shapes) if it else 0):
+            raise Bad(f"opt/{slot}", f"{have} arrays", f"one per parameter after iteration {it}")
+    scalars = meta["optimizer"]
+    if not isinstance(scalars, dict) or set(scalars) != set(counters):
+        raise Bad("optimizer", scalars, f"an object of {', '.join(counters) or 'nothing'}")
+    for name in counters:  # each counts the steps taken
+        if not (_int(scalars[name]) and scalars[name] == it):
+            raise Bad(f"optimizer.{name}", scalars[name], f"the iteration, {it}")
+    opt.update(scalars)
+    params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
+    return rundir.Checkpoint(it, start, meta["rng"], params, opt, history, float(meta["elapsed"]))
+
+
+def _check_rng(state: Any) -> None:
+    """A state of the batch Generator's kind, with every number in range."""
+    template = np.random.default_rng(0).bit_generator.state
+
+    def same(value: Any, like: Any, field: str) -> None:
+        if isinstance(like, dict):
+            if not isinstance(value, dict) or set(value) != set(like):
+                raise Bad(field, value, f"an object of {', '.join(sorted(like))}")
+            for k in like:
+                same(value[k], like[k], f"{field}.{k}")
+        elif isinstance(like, str):
+            if value != like:
+                raise Bad(field, value, repr(like))
+        elif not (_int(value) and value >= 0):
+            raise Bad(field, value, "a non-negative integer")
+
+    same(state, template, "rng")
+    try:
+        np.random.default_rng(0).bit_generator.state = state
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise Bad("rng", state, f"a valid {template['bit_generator']} state ({exc})") from None
+
+
+def _check_history(history: Any, it: int) -> dict[str, list]:
+    keys = (*PER_ITERATION, *PER_EVALUATION)
+    if not isinstance(history, dict) or set(history) != set(keys):
+        raise Bad("history", history if not isinstance(history, dict) else sorted(history),
+                  f"an object of {', '.join(keys)}")
+    for k in keys:
+        v = history[k]
+        if not (isinstance(v, list) and all(_real(x) for x in v)):
+            raise Bad(f"history.{k}", v, "a list of numbers")
+    for k in PER_ITERATION:
+        if len(history[k]) != it:
+            raise Bad(f"history.{k}", f"{len(history[k])} entries", f"one per iteration ({it})")
+    evals = history["eval_iter"]
+    for k in PER_EVALUATION:
+        if len(history[k]) != len(evals):
+            raise Bad(f"history.{k}", f"{len(history[k])} entries",
+                      f"one per evaluation ({len(evals)})")
+    if not all(_int(i) and 0 < i <= it for i in evals) or evals != sorted(set(evals)):
+        raise Bad("history.eval_iter", evals, f"rising iterations up to {it}")
+    return {k: list(history[k]) for k in keys}
