@@ -316,6 +316,7 @@ def test_a_large_photo_is_reduced_before_its_arithmetic(tmp_path):
 
 
 # -- stops ---------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
 def test_a_stop_swallowed_by_a_finalizer_still_stops_the_program(capsys):
     class Finalized:
         def __del__(self):
