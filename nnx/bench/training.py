@@ -38,7 +38,7 @@ from nnx import io
 from nnx.bench import report
 from nnx.bench.refs import book_training, fused_training
 from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
-from nnx.errors import InputError, plural, positive_int
+from nnx.errors import InputError, non_negative_int, plural, positive_int
 from nnx.io import output_dir
 from nnx.mnist import load_mnist
 from nnx.program import add_data_arguments, add_out_argument
@@ -134,8 +134,7 @@ def floor(be: Any, iters: int, rows: int, x_train: Any = None, batch: int = 100,
 
 def run(args: argparse.Namespace) -> int:
     iters, repeat = positive_int("--iters", args.iters), positive_int("--repeat", args.repeat)
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    non_negative_int("--seed", args.seed)
     dtypes = list(dict.fromkeys(args.dtype or ["float64", "float32"]))
     nnx_devices = [get_backend(d, t) for d in (args.device or ["cpu"]) for t in dtypes]
     cpu = get_backend("cpu")
