@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnx.evaluation import SIDE, Evaluation
+from nnx.evaluation import Evaluation
+from nnx.photos import SIDE
 from nnx.plots.style import PathLike, figure, save_figure
 
 
