@@ -8,7 +8,7 @@ One :class:`Backend` subclass per library (NumPy, CuPy, PyTorch, array-api-stric
 registry (:data:`LIBRARIES`), one parser of device strings (:func:`parse_device`).
 """
 
-from backends.base import Backend, BackendError, DeviceSpec
+from backends.base import Backend, BackendError, DeviceSpec, time_calls
 from backends.core import (
     ACCEPTED,
     ENV_VAR,
@@ -44,5 +44,6 @@ __all__ = [
     "machine_info",
     "parse_device",
     "small_pages",
+    "time_calls",
     "xp_of",
 ]

@@ -122,6 +122,25 @@ class _NoChange:
         return contextlib.nullcontext()
 
 
+def time_calls(fn: Callable[[], Any], repeat: int, warmup: int = 0,
+               timer: IntervalTimer | None = None,
+               sync: Callable[[], None] | None = None) -> np.ndarray:
+    """Seconds of each of ``repeat`` calls of ``fn``, after ``warmup`` untimed ones: the one
+    timing loop of nnx. ``timer`` reads the intervals (a backend's device events); by
+    default the wall clock, with ``sync`` waiting for the device at each reading."""
+    for _ in range(warmup):
+        fn()
+    if timer is None:
+        if sync is not None:
+            sync()
+        timer = HostTimer(sync)
+    for _ in range(repeat):
+        timer.start()
+        fn()
+        timer.stop()
+    return np.asarray(timer.drain(), dtype=float)
+
+
 class Backend:
     """One device and the array namespace that computes on it.
 
@@ -269,16 +288,7 @@ class Backend:
         The device is synchronised around each call, so the figure is the time the work
         took, not the time it took to queue it.
         """
-        for _ in range(warmup):
-            fn()
-        self.synchronize()
-        times = np.empty(repeat)
-        for i in range(repeat):
-            start = time.perf_counter()
-            fn()
-            self.synchronize()
-            times[i] = time.perf_counter() - start
-        return times
+        return time_calls(fn, repeat, warmup, sync=self.synchronize)
 
     def interval_timer(self) -> IntervalTimer:
         """A timer for many short intervals.

@@ -49,6 +49,15 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def non_negative_int(name: str, value: Any, or_none: bool = False) -> int:
+    """``value`` as an int if it is an integer >= 0 (not a bool), else :class:`InputError`;
+    a seed is checked here, wherever it comes from."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        also = " or None" if or_none else ""
+        raise InputError(f"{name} must be a non-negative integer{also}, got {value!r}")
+    return int(value)
+
+
 def positive_number(name: str, value: Any) -> float:
     """``value`` as a float if it is a finite real number above zero, else :class:`InputError`."""
     x = _real(name, value)

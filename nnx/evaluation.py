@@ -1,25 +1,19 @@
 """Looking inside a trained net (a run loaded by :func:`nnx.run.load_run`): its confusion
-matrix and per-class figures, its most confidently wrong images, and photos of digits made into what
-MNIST images are (as MNIST itself was prepared: greyscale, a dark background, the digit
-scaled into a 20x20 box and centred by its centre of mass in 28x28).
+matrix and per-class figures, and its most confidently wrong images (drawn by
+:mod:`nnx.plots.evaluation`). Photos of digits become MNIST images in :mod:`nnx.photos`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nnx import images, io
-from nnx.errors import DataError, InputError
 from nnx.functions import one_hot, softmax
 from nnx.network import PREDICT_CHUNK, MultiLayerNet
 
 CLASSES = 10
-SIDE, BOX = 28, 20  # MNIST: a 28x28 image, the digit scaled into a 20x20 box
-FAINT = 0.05  # of the digit's peak: below it, a pixel is a halo (resampling ringing, blur)
 
 
 @dataclass
@@ -87,118 +81,3 @@ def evaluate(net: MultiLayerNet, x: Any, t: Any, n_wrong: int = 24) -> Evaluatio
         confusion = np.rint(be.to_numpy(counts)).astype(np.int64)
     picked = picked[:, picked[3] > 0]  # right rows scored below zero
     return Evaluation(confusion, *picked[:3].astype(np.int64), picked[3])
-
-
-# -- images of digits ------------------------------------------------------------------------
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """A PNG or JPEG file as MNIST's ``load_mnist(normalize=True)`` gives an image: (784,)
-    float32 in [0, 1]; :class:`DataError` naming the file if it is unreadable or blank."""
-    from PIL import Image
-
-    try:
-        if not (size := io.file_size(path)):
-            raise io.BadFile("does not exist" if size is None else "is empty (0 bytes)")
-        with Image.open(path, formats=("PNG", "JPEG")) as img:
-            img = images.load(img)  # bounded by its header's size before decoding
-            if 0 in img.size:
-                raise io.BadFile("has no pixels")
-            grey = _grey(img)
-    except Exception as exc:  # PIL raises many kinds for damaged bytes
-        what = exc if isinstance(exc, io.BadFile) else \
-            f"is not a PNG or JPEG image that can be read ({io.brief(exc)})"
-        raise DataError(f"{path} {what}; give a PNG or JPEG image of a digit") from exc
-    try:
-        return mnist_like(grey)
-    except InputError as exc:
-        raise DataError(f"{path} {exc}; give an image with a digit on a plain background") \
-            from None
-
-
-def _grey(img: Any) -> np.ndarray:
-    """Luminance in [0, 1]; transparent pixels become the opposite of the ink's colour."""
-    if img.mode.startswith("I;16"):
-        return np.asarray(img, dtype=np.float64) / 65535
-    la = np.asarray(img.convert("RGBA").convert("LA"), dtype=np.float64) / 255
-    grey, alpha = la[..., 0], la[..., 1]
-    if alpha.min() < 1:
-        ink = float(np.sum(grey * alpha) / max(alpha.sum(), 1e-12))
-        grey = grey * alpha + (1.0 if ink < 0.5 else 0.0) * (1 - alpha)
-    return grey
-
-
-def mnist_like(grey: np.ndarray) -> np.ndarray:
-    """A greyscale image (H, W) in [0, 1] of one digit, any size or polarity, prepared as
-    MNIST was: the border's colour is the background (inverted if light), its noise level
-    is cut, the digit's bounding box is scaled into 20x20 preserving its aspect ratio and
-    placed in 28x28 with its centre of mass at the centre. (784,) float32 in [0, 1]."""
-    from PIL import Image
-
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 0.5:
-        grey, border = 1 - grey, 1 - border
-    med = np.median(border)
-    floor = med + 3 * 1.4826 * np.median(np.abs(border - med))  # the background's noise
-    peak = float(grey.max())
-    if peak - floor < 0.05:
-        raise InputError("is blank (one colour, no digit to see)")
-    digit = np.clip((grey - floor) / (peak - floor), 0, 1)
-    rows, cols = np.nonzero(digit > FAINT)  # the digit's extent: faint halos do not count
-    long = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
-    m = -(-long // BOX)  # a margin of one pixel of the result keeps the halo, not far specks
-    digit = np.pad(digit, m)[rows.min():rows.max() + 2 * m + 1, cols.min():cols.max() + 2 * m + 1]
-    size = (max(1, round(digit.shape[1] * BOX / long)), max(1, round(digit.shape[0] * BOX / long)))
-    small = np.asarray(Image.fromarray(digit.astype(np.float32), "F")
-                       .resize(size, Image.Resampling.BOX), dtype=np.float64).clip(0, 1)
-    rows, cols = np.nonzero(small)  # the margin's empty rows must not limit the placement
-    small = small[rows.min():rows.max() + 1, cols.min():cols.max() + 1][:SIDE, :SIDE]
-    h, w = small.shape
-    cy, cx = np.indices(small.shape).reshape(2, -1) @ small.reshape(-1) / small.sum()
-    top = min(max(round(SIDE / 2 - cy), 0), SIDE - h)  # MNIST's centres of mass lie at 14
-    left = min(max(round(SIDE / 2 - cx), 0), SIDE - w)
-    out = np.zeros((SIDE, SIDE), dtype=np.float32)
-    out[top:top + h, left:left + w] = small
-    return out.reshape(-1)
-
-
-# -- figures ---------------------------------------------------------------------------------
-def plot_confusion(confusion: np.ndarray, path: str | os.PathLike[str], title: str) -> None:
-    """The confusion matrix as a heatmap with its counts (log colour scale: errors show)."""
-    from matplotlib.colors import LogNorm
-
-    from nnx.plots import figure, save_figure
-
-    fig = figure(7.0, 6.2)
-    ax = fig.add_subplot()
-    shown = np.ma.masked_equal(confusion, 0)
-    image = ax.imshow(shown, cmap="Blues", norm=LogNorm(1, max(int(confusion.max()), 2)))
-    n = confusion.shape[0]
-    for i in range(n):
-        for j in range(n):
-            dark = confusion[i, j] > confusion.max() ** 0.6
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class",
-           title=title)
-    fig.colorbar(image, ax=ax, label="images (log scale)")
-    save_figure(fig, path)
-
-
-def plot_misclassified(images: np.ndarray, ev: Evaluation, path: str | os.PathLike[str],
-                       title: str, cols: int = 6) -> None:
-    """A grid of the most confidently wrong of ``images`` (host, (N, 784)), with their labels."""
-    from nnx.plots import figure, save_figure
-
-    n = max(len(ev.wrong_index), 1)
-    rows = -(-n // cols)
-    fig = figure(1.45 * cols, 1.6 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, i, t, p, q in zip(axes, ev.wrong_index, ev.wrong_true, ev.wrong_label, ev.wrong_prob,
-                              strict=False):
-        ax.imshow(np.asarray(images[i]).reshape(SIDE, SIDE), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"#{i}: true {t}\npredicted {p}, p = {q:.2f}", fontsize=8)
-    if not len(ev.wrong_index):
-        axes[0].text(0.5, 0.5, "no image is misclassified", ha="center", va="center")
-    fig.suptitle(title)
-    save_figure(fig, path)

@@ -147,6 +147,7 @@ def gradient_check(
     one_of("mode", mode, MODES)
     positive_int("n_samples", n_samples)
     h, tol, tiny = (positive_number(k, v) for k, v in (("h", h), ("tol", tol), ("tiny", tiny)))
+    net.check_layers()  # the float64 copy below is built from the net's own layers
     net.check_values(x, t)
     net64 = net.astype("float64")
     xp = net64.xp

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from backends import Backend, get_backend
-from nnx.errors import InputError, one_of
+from nnx.errors import InputError, non_negative_int, one_of
 from nnx.layers import ACTIVATIONS, Affine, SoftmaxWithLoss
 
 Array = Any
@@ -92,6 +92,10 @@ class MultiLayerNet:
     @property
     def n_affine(self) -> int:
         return len(self.sizes) - 1
+
+    def describe(self) -> str:
+        """E.g. "784-50-10 relu net"."""
+        return f"{'-'.join(map(str, self.sizes))} {self.activation} net"
 
     def _build_layers(self) -> None:
         self.layers: list[Any] = []
@@ -167,11 +171,29 @@ class MultiLayerNet:
     def trace(self, x: Array) -> list[tuple[Array, Array]]:
         """One forward pass; the (input, output) of every Affine layer, in order.
 
-        The input is flattened to (N, fan_in); the last output is the logits.
+        The input is flattened to (N, fan_in); the last output is the logits. What the
+        vectorised numerical gradient and the gradient check's kink report build on: the
+        trace contract of :meth:`check_layers`.
         """
+        self.check_layers()
         self._check_x(x)
         self._forward(x)
         return [(layer.x, layer.out) for layer in self.affines]
+
+    def check_layers(self) -> None:
+        """The trace contract, stated once: the layers are this net's own, Affine and its
+        activation in turn, then SoftmaxWithLoss (the numerical gradient and the gradient
+        check rebuild and trace exactly those). A net whose layers were changed is refused
+        with a sentence, never differentiated as if it had not been."""
+        act = ACTIVATIONS[self.activation].layer
+        want = [Affine, act] * (self.n_affine - 1) + [Affine]
+        if [type(layer) for layer in self.layers] != want or self.layers[::2] != self.affines \
+                or type(self.last_layer) is not SoftmaxWithLoss:
+            found = "-".join(type(layer).__name__ for layer in [*self.layers, self.last_layer])
+            raise InputError(f"this net's layers ({found}) are not its own Affine and "
+                             f"{act.__name__} in turn, which its numerical gradient and the "
+                             "gradient check assume; differentiate its loss with the book's "
+                             "loop, nnx.numerical_gradient(lambda _: net.loss(x, t), param)")
 
     @_on_device
     def numerical_gradient(
@@ -191,6 +213,7 @@ class MultiLayerNet:
         from nnx import numerical
 
         one_of("method", method, METHODS)
+        self.check_layers()
         if not self.backend.float64:
             raise InputError(f"the numerical gradient computes in float64, which {self.backend} "
                              "does not have; compute it on another device (--device cpu)")
@@ -290,10 +313,8 @@ def _integral(xp: Any, dtype: Any) -> bool:
 
 def _generator(seed: Any) -> np.random.Generator:
     """A host Generator for ``seed``: None, a non-negative int or a SeedSequence."""
-    if seed is not None and not isinstance(seed, np.random.SeedSequence) and (
-        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-    ):
-        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        non_negative_int("seed", seed, or_none=True)
     return np.random.default_rng(seed)
 
 

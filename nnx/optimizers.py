@@ -14,6 +14,7 @@ array-api-strict. Typical use::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
@@ -31,13 +32,12 @@ EPS = 1e-7  # the book's epsilon, added to the root of the squared-gradient esti
 class Optimizer:
     """Base class: ``update(params, grads)`` moves each ``params[key]`` in place.
 
-    Subclasses list their constructor's hyper-parameters in ``HYPERPARAMETERS``;
-    :func:`make_optimizer` uses it to reject unknown ones.
+    A subclass's hyper-parameters are its constructor's arguments, with their defaults
+    (:func:`hyperparameters_of`): the one list of them, which :func:`make_optimizer` and
+    the programs' flags read.
     """
 
     name: ClassVar[str] = ""
-    HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr",)
-
     def __init__(self, lr: float) -> None:
         self.lr = positive_number("lr", lr)
 
@@ -86,7 +86,7 @@ class Optimizer:
     @property
     def hyperparameters(self) -> dict[str, float]:
         """The hyper-parameters as given (validated), by name."""
-        return {k: getattr(self, k) for k in self.HYPERPARAMETERS}
+        return {k: getattr(self, k) for k in hyperparameters_of(type(self))}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
@@ -116,7 +116,6 @@ class Momentum(Optimizer):
     """Momentum: ``v = momentum * v - lr * dW; W += v`` (``v`` starts at zero)."""
 
     name = "momentum"
-    HYPERPARAMETERS = ("lr", "momentum")
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
@@ -143,7 +142,6 @@ class Nesterov(Optimizer):
     """
 
     name = "nesterov"
-    HYPERPARAMETERS = ("lr", "momentum")
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
@@ -187,7 +185,6 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
-    HYPERPARAMETERS = ("lr", "decay_rate")
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
@@ -214,7 +211,6 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    HYPERPARAMETERS = ("lr", "beta1", "beta2")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
@@ -243,6 +239,11 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
+def hyperparameters_of(cls: type[Optimizer]) -> dict[str, Any]:
+    """The hyper-parameters of an optimizer class and their defaults, from its constructor."""
+    return {p.name: p.default for p in inspect.signature(cls).parameters.values()}
+
+
 def make_optimizer(name: str, **hyper: float | None) -> Optimizer:
     """The optimizer called ``name`` (case-insensitive, a key of :data:`OPTIMIZERS`).
 
@@ -254,11 +255,12 @@ def make_optimizer(name: str, **hyper: float | None) -> Optimizer:
     cls = OPTIMIZERS.get(key) if isinstance(key, str) else None
     if cls is None:
         raise InputError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
-    unknown = [k for k in hyper if k not in cls.HYPERPARAMETERS]
+    takes = hyperparameters_of(cls)
+    unknown = [k for k in hyper if k not in takes]
     if unknown:
         raise InputError(
             f"optimizer {key!r} has no hyper-parameter {unknown[0]!r}: "
-            f"it takes {', '.join(cls.HYPERPARAMETERS)}"
+            f"it takes {', '.join(takes)}"
         )
     return cls(**{k: v for k, v in hyper.items() if v is not None})
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from backends import BackendError, is_out_of_memory
-from nnx import stops
+from nnx import errors, stops
 from nnx.errors import InputError, NnxError, out_of_memory
-from nnx.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from nnx.optimizers import OPTIMIZERS, Optimizer, hyperparameters_of, make_optimizer
 
 Run = Callable[[argparse.Namespace], "int | None"]
 
@@ -97,12 +97,11 @@ def add_seed_argument(parser: argparse.ArgumentParser, what: str) -> None:
 def non_negative_int(text: str) -> int:
     """An argparse ``type``: an integer >= 0 (argparse reports anything else)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return value
+        return errors.non_negative_int("value", int(text))
+    except ValueError:  # not an integer, or an InputError (a ValueError) for one below 0
+        shown = text if text.strip().lstrip("+-").isdigit() else repr(text)
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {shown}") \
+            from None
 
 
 def add_hidden_argument(parser: argparse.ArgumentParser, default: Sequence[int],
@@ -133,9 +132,37 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fail instead of downloading missing MNIST files")
 
 
+def hyper_flags() -> dict[str, list[str]]:
+    """Each hyper-parameter other than the rate that some optimizer's constructor takes,
+    and the optimizers that take it: one ``--NAME`` flag each."""
+    flags: dict[str, list[str]] = {}
+    for name, cls in OPTIMIZERS.items():
+        for hyper in hyperparameters_of(cls):
+            if hyper != "lr":
+                flags.setdefault(hyper, []).append(name)
+    return flags
+
+
+def add_hyper_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--momentum``, ``--beta1``, ...: one flag for each of :func:`hyper_flags`."""
+    for hyper, takers in hyper_flags().items():
+        defaults = {hyperparameters_of(OPTIMIZERS[n])[hyper] for n in takers}
+        shown = " or ".join(f"{d:g}" for d in sorted(defaults))
+        parser.add_argument(f"--{hyper.replace('_', '-')}", type=float, default=None,
+                            help=f"{hyper} of {' and '.join(takers)} (default: {shown})")
+
+
+def hyper_from_args(args: argparse.Namespace, optimizer: str | None = None) -> dict[str, float]:
+    """The hyper-parameter flags given, those ``optimizer`` takes (all, if None)."""
+    wanted = hyper_flags() if optimizer is None else hyperparameters_of(OPTIMIZERS[optimizer])
+    return {k: getattr(args, k) for k in wanted
+            if k != "lr" and getattr(args, k, None) is not None}
+
+
 def add_optimizer_arguments(parser: argparse.ArgumentParser, default: Sequence[str],
                             default_lr: str) -> None:
-    """``--optimizer NAME`` (repeatable), ``--lr [NAME=]VALUE`` (repeatable), ``--momentum``.
+    """``--optimizer NAME`` (repeatable), ``--lr [NAME=]VALUE`` (repeatable), and the
+    hyper-parameter flags (:func:`add_hyper_arguments`).
 
     ``default_lr`` says in the help which rates apply when ``--lr`` is not given.
     """
@@ -146,8 +173,7 @@ def add_optimizer_arguments(parser: argparse.ArgumentParser, default: Sequence[s
     a("--lr", action="append", default=[], metavar="[NAME=]VALUE",
       help=f"learning rate of every optimizer, or NAME=VALUE of one (repeatable; "
       f"default: {default_lr})")
-    a("--momentum", type=float, default=None,
-      help="momentum of momentum and nesterov (default: 0.9)")
+    add_hyper_arguments(parser)
 
 
 def optimizers_from_args(args: argparse.Namespace, default: Sequence[str],
@@ -155,20 +181,15 @@ def optimizers_from_args(args: argparse.Namespace, default: Sequence[str],
     """The optimizers the flags of :func:`add_optimizer_arguments` ask for, validated.
 
     Rates come from ``--lr`` (a bare VALUE sets every optimizer, NAME=VALUE one), else
-    from ``default_lr``, else the optimizer's own default. Raises :class:`InputError`.
+    from ``default_lr``, else the optimizer's own default; each hyper-parameter flag
+    applies to the optimizers that take it. Raises :class:`InputError`.
     """
     names = [n.strip().lower() for n in (args.optimizer or default)]
     for n in names:
         if n not in OPTIMIZERS:
             make_optimizer(n)  # raises the library's one-sentence error listing the names
     rates = _rates(args.lr, names, default_lr or {})
-    opts = []
-    for n in names:
-        hyper: dict[str, float | None] = {"lr": rates[n]}
-        if "momentum" in OPTIMIZERS[n].HYPERPARAMETERS:
-            hyper["momentum"] = args.momentum
-        opts.append(make_optimizer(n, **hyper))
-    return opts
+    return [make_optimizer(n, lr=rates[n], **hyper_from_args(args, n)) for n in names]
 
 
 def _rates(specs: Sequence[str], names: list[str],

@@ -9,29 +9,27 @@ A :class:`Run` holds its directory's lock from :meth:`Run.create` or :meth:`Run.
 until :meth:`Run.train` returns (or :meth:`Run.close`; it is also a context manager). The
 directory's files are :mod:`nnx.rundir`'s. A diverged run is saved, then raises
 :class:`DivergenceError` with a learning rate checked to get past it; running out of host or
-device memory raises :class:`InputError` naming the flag that shrinks the largest array.
+device memory raises :class:`InputError` naming the flag that shrinks the largest array
+(:mod:`nnx.advice`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from backends import Backend, get_backend, is_out_of_memory, machine_info
 from nnx import io, rundir, runfiles
 from nnx import plots as figures
-from nnx.errors import DivergenceError, InputError, out_of_memory, plural
+from nnx.advice import divergence_advice, memory_advice
+from nnx.errors import DivergenceError, InputError
 from nnx.network import MultiLayerNet
-from nnx.numerical import numerical_gradient
-from nnx.training import Data, TrainConfig, TrainResult, config_dict, describe, train
+from nnx.training import Data, TrainConfig, TrainResult, config_dict, train
 
 PathLike = str | os.PathLike[str]
 
@@ -171,7 +169,7 @@ def save(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True
             io.save_params(written[-1], {k: net.backend.to_numpy(v)
                                          for k, v in net.params.items()})
         if plots and h["loss"]:
-            title = f"{describe(net)}, {config.grad}, {net.backend.device}"
+            title = f"{net.describe()}, {config.grad}, {net.backend.device}"
             if h["test_acc"]:
                 written.append(out / rundir.ACCURACY_PNG)
                 figures.plot_accuracy(h, written[-1], title)
@@ -197,93 +195,3 @@ def saved_config(saved: dict, device: str | None = None) -> TrainConfig:
     if device is not None:
         config.device = device  # a run may continue on another device
     return config
-
-
-# -- advice ---------------------------------------------------------------------------------
-def divergence_advice(config: TrainConfig, data: Data, result: TrainResult) -> str:
-    """The run's message, with a learning rate checked to get past the divergence: the same
-    run (weights, batches) is tried at 1/10, 1/100, ... of the rate (six at most), each for
-    twice the iterations that diverged (100 at least: losses are checked every 50)."""
-    at = result.diverged_at or 1
-    iters = min(max(2 * at, 100), config.iters)
-    head = result.message.removesuffix("; try a smaller learning rate")
-    for k in range(1, 7):
-        lr = config.lr / 10**k
-        probe = dataclasses.replace(config, lr=lr, iters=iters)
-        probe.eval_every = probe.iters
-        tried = train(probe, data, log=lambda _: None, progress=False)
-        if tried.status == "completed" and nothing_learned(tried, data) is None:
-            return (f"{head}; --lr {lr:g} trains past iteration {probe.iters} without "
-                    f"diverging, to test accuracy {tried.history['test_acc'][-1]:.2f} (tried "
-                    "from the same start)")
-    return (f"{head}; no rate down to --lr {lr:g} learns within "
-            f"{plural(iters, 'iteration')} without diverging (tried from the same start), so "
-            "try smaller ones and check the data and --weight-init-std too")
-
-
-def nothing_learned(result: TrainResult, data: Data) -> str | None:
-    """Why the run learned nothing, or None if it did: its last test accuracy is no better
-    than always answering the most common digit of the test set (a net whose ReLUs all
-    died does that, and so does one left where it started)."""
-    labels, acc = data[1][1], result.history["test_acc"]
-    guess = float(np.bincount(labels).max() / labels.size)
-    if not acc or acc[-1] > guess:
-        return None
-    return (f"the net learned nothing: its test accuracy {acc[-1]:.4f} is no better than "
-            f"always answering the most common digit ({guess:.4f}); a learning rate far too "
-            "large or far too small does this, so try another --lr")
-
-
-def loop_warning(config: TrainConfig, data: Data, be: Backend, sample: int = 20) -> str | None:
-    """How long the book's one-coordinate loop would take this run (``--numerical-method
-    loop``), from the time of ``sample`` of its coordinates on the run's device; None for
-    any other gradient."""
-    if config.grad != "numerical" or config.numerical_method != "loop":
-        return None
-    (x_train, t_train), _ = data
-    net = MultiLayerNet(x_train.shape[1], list(config.hidden), 10, config.activation,
-                        config.weight_init_std, device=be, seed=config.seed)
-    n = min(config.batch_size, x_train.shape[0])
-    x, t = be.asarray(x_train[:n], dtype=be.dtype), be.asarray(t_train[:n].astype(np.int64))
-    w = net.params["W1"]
-    with be.scope():
-        seconds = float(be.time(lambda: numerical_gradient(lambda _w: net.loss(x, t), w,
-                                                           indices=range(sample)), 1)[0])
-    coords = sum(int(np.prod(p.shape)) for p in net.params.values())
-    total = seconds / sample * coords * config.iters
-    return (f"--numerical-method loop computes {coords:,} partial derivatives one at a time "
-            f"in each of {plural(config.iters, 'iteration')}: about {_duration(total)} on "
-            f"{be.device}; --numerical-method vectorized gives the same values far faster")
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= 2 * size:
-            return plural(round(seconds / size), unit)
-    return plural(max(round(seconds), 1), "second")
-
-
-def memory_advice(config: TrainConfig, be: Any, data: Any, exc: BaseException) -> str:
-    """The failed allocation, and the flag that shrinks the largest of the run's arrays:
-    the weights (--hidden, to sizes whose weights, gradients and optimizer state fit), the
-    activations of a batch (--batch-size) or the data set on the device (--dtype float32)."""
-    (x_train, _), (x_test, _) = data
-    n_in, item = x_train.shape[1], 4 if config.dtype == "float32" else 8
-
-    def weights(hidden: list[int]) -> int:
-        return sum(a * b for a, b in itertools.pairwise([n_in, *hidden, 10]))
-
-    batch = config.batch_size * (n_in + sum(config.hidden) + 10)
-    dataset = (x_train.shape[0] + x_test.shape[0]) * n_in
-    if weights(list(config.hidden)) >= max(batch, dataset):
-        hidden, free = [max(h // 2, 1) for h in config.hidden], be.memory_free()
-        while 8 * item * weights(hidden) > free and max(hidden) > 1:  # ~8 copies of W
-            hidden = [max(h // 2, 1) for h in hidden]
-        hint = f"a smaller --hidden (e.g. {' '.join(map(str, hidden))})"
-    elif batch >= dataset:
-        hint = f"a smaller --batch-size (e.g. {max(config.batch_size // 2, 1)})"
-    elif config.dtype == "float64":
-        hint = "--dtype float32 (the data set on the device takes half the memory)"
-    else:
-        hint = "a device with more free memory"
-    return f"{out_of_memory(exc)} training on {be.device}; try {hint}"

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backends import Backend, get_backend, small_pages
-from nnx.errors import InputError, one_of, plural, positive_int, positive_number
+from nnx.errors import InputError, non_negative_int, one_of, plural, positive_int, positive_number
 from nnx.functions import one_hot
 from nnx.layers import ACTIVATIONS
 from nnx.network import METHODS, MultiLayerNet
@@ -71,8 +71,7 @@ class TrainConfig:
         for h in self.hidden:
             positive_int("hidden size", h)
         positive_number("learning rate", self.lr)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        non_negative_int("seed", self.seed)
         if train_size is not None and self.batch_size > train_size:
             raise InputError(
                 f"batch size {self.batch_size} is larger than the {train_size} training examples"
@@ -199,7 +198,7 @@ class _Loop:
         per_epoch = config.iters_per_epoch(x_train.shape[0])
         eval_every = config.eval_every or per_epoch
         every = checkpoint_every or eval_every
-        self.write(f"training {describe(net)} on {be} ({be.reason})")
+        self.write(f"training {net.describe()} on {be} ({be.reason})")
         self.write(f"{config.grad} gradient, {config.iters} iterations, batch "
                    f"{config.batch_size}, {config.optimizer} lr {config.lr}, seed {config.seed}"
                    + (f"; resumed at iteration {self.i}" if self.i else ""))
@@ -260,11 +259,6 @@ class _Loop:
             bar.close()
         return TrainResult(net, history, status, self._elapsed(start), message, diverged_at,
                            self.checkpoint(start) if status == "interrupted" else None)
-
-
-def describe(net: MultiLayerNet) -> str:
-    """E.g. "784-50-10 relu net"."""
-    return f"{'-'.join(map(str, net.sizes))} {net.activation} net"
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

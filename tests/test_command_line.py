@@ -116,7 +116,7 @@ def test_the_benchmark_takes_one_hidden_size_and_says_so(tmp_path):
 
 
 def test_the_loop_method_warns_with_its_duration(monkeypatch, mnist_dir):
-    from nnx.run import loop_warning
+    from nnx.advice import loop_warning
 
     data = load_mnist(data_dir=mnist_dir, download=False)
     be = get_backend("cpu")
@@ -151,3 +151,67 @@ def test_the_recorded_bench_command_is_one_that_exists(tmp_path):
     assert command.startswith("nnx bench --device cpu --repeat 2")
     assert subprocess.run([sys.executable, "-m", "nnx.cli", *command.split()[1:2], "--help"],
                           capture_output=True).returncode == 0
+
+
+def test_an_optimizer_is_one_class_and_its_flags_follow(monkeypatch):
+    """A new optimizer written in one file: its hyper-parameter becomes a flag of nnx train
+    and of the scripts, passed to it, with its constructor's default in the help."""
+    from nnx import optimizers, program
+
+    class Decayed(optimizers.SGD):
+        name = "decayed"
+
+        def __init__(self, lr: float = 0.01, rho: float = 0.5) -> None:
+            super().__init__(lr)
+            self.rho = rho
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "decayed", Decayed)
+    assert program.hyper_flags()["rho"] == ["decayed"]
+    args = _parse(["train", "--optimizer", "decayed", "--rho", "0.25"])
+    from nnx.cli import train as command
+
+    config = command._config(args)
+    assert config.optimizer_options == {"rho": 0.25} and config.lr == 0.01
+    made = optimizers.make_optimizer("decayed", lr=config.lr, **config.optimizer_options)
+    assert made.hyperparameters == {"lr": 0.01, "rho": 0.25}
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    program.add_optimizer_arguments(parser, ["sgd"], "0.1")
+    assert "rho of decayed (default: 0.5)" in " ".join(parser.format_help().split())
+    opts = program.optimizers_from_args(parser.parse_args(
+        ["--optimizer", "decayed", "--optimizer", "sgd", "--rho", "0.75"]), ["sgd"])
+    assert [o.hyperparameters for o in opts] == [{"lr": 0.01, "rho": 0.75}, {"lr": 0.01}]
+
+
+@pytest.mark.parametrize("where", ["network", "train", "program", "bench"])
+def test_the_seed_is_checked_by_one_validator(where, monkeypatch):
+    import argparse
+
+    from nnx import errors, network, program
+
+    calls = []
+    real = errors.non_negative_int
+    monkeypatch.setattr(errors, "non_negative_int",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    for module in (network, __import__("nnx.training").training):
+        monkeypatch.setattr(module, "non_negative_int", errors.non_negative_int)
+    if where == "network":
+        network.TwoLayerNet(4, 3, 2, seed=5)
+    elif where == "train":
+        TrainConfig(seed=5).validate()
+    elif where == "program":
+        assert program.non_negative_int("5") == 5
+        with pytest.raises(argparse.ArgumentTypeError, match="got -1$"):
+            program.non_negative_int("-1")
+    else:
+        import nnx.bench.gradients as bench
+
+        monkeypatch.setattr(bench, "non_negative_int", errors.non_negative_int)
+        parser = argparse.ArgumentParser()
+        bench.configure(parser)
+        args = parser.parse_args(["--device", "cpu", "--seed", "-1"])
+        args._argv = []
+        with pytest.raises(errors.InputError, match="^--seed must be a non-negative integer"):
+            bench.run(args)
+    assert calls and calls[0][1] in (5, -1)

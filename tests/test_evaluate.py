@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnx import evaluation
+from nnx import photos
 from nnx.cli import main as nnx_main
 from nnx.io import save_params
 from nnx.mnist import load_mnist
@@ -143,7 +143,7 @@ def test_predict_agrees_with_evaluate_on_mnist_digits_as_files(run_dir, mnist, t
 def test_a_digit_is_boxed_into_20x20_and_centred_by_its_mass():
     grey = np.ones((100, 80))  # a dark bar, 40 high and 10 wide, on white
     grey[30:70, 20:30] = 0.0
-    image = evaluation.mnist_like(grey).reshape(28, 28)
+    image = photos.mnist_like(grey).reshape(28, 28)
     rows, cols = np.nonzero(image)
     assert (np.ptp(rows) + 1, np.ptp(cols) + 1) == (20, 5)  # the aspect ratio kept
     assert image.max() == pytest.approx(1.0) and image.dtype == np.float32
@@ -159,8 +159,8 @@ def test_a_transparent_image_takes_the_background_its_ink_needs(tmp_path):
     white = np.zeros((60, 60), dtype=np.uint8)
     white[10:50, 25:35] = 255
     Image.fromarray(white).save(tmp_path / "white.png")
-    assert np.array_equal(evaluation.read_image(tmp_path / "ink.png"),
-                          evaluation.read_image(tmp_path / "white.png"))
+    assert np.array_equal(photos.read_image(tmp_path / "ink.png"),
+                          photos.read_image(tmp_path / "white.png"))
 
 
 # -- bad input: one sentence naming the file and the fix, exit 2, nothing written -------------

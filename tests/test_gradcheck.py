@@ -302,3 +302,23 @@ def test_nnx_gradcheck_bad_input_is_one_sentence(mnist_dir, args, words):
     proc = _gradcheck("--data-dir", str(mnist_dir), *args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert words in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_net_whose_layers_were_changed_is_refused_with_the_way_on():
+    """The numerical gradient and the gradient check rebuild the net's own layers; a net
+    changed by hand (here a second Sigmoid) would be differentiated as the unchanged one.
+    The book's routine on its loss, which the refusal names, agrees with its backprop."""
+    rng = np.random.default_rng(0)
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+    net = MultiLayerNet(6, [4], 3, activation="sigmoid", device="cpu", seed=0)
+    net.layers.insert(1, Sigmoid())
+    words = r"^this net's layers \(Affine-Sigmoid-Sigmoid-Affine-SoftmaxWithLoss\) are not"
+    for method in ("vectorized", "loop"):
+        with pytest.raises(InputError, match=words):
+            net.numerical_gradient(x, t, method=method)
+    with pytest.raises(InputError, match=words):
+        gradient_check(net, x, t)
+    backprop = net.gradient(x, t)
+    for key, param in net.params.items():
+        loop = numerical_gradient(lambda _w: net.loss(x, t), param)
+        np.testing.assert_allclose(loop, backprop[key], rtol=1e-6, atol=1e-9)

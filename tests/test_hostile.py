@@ -17,7 +17,7 @@ import pytest
 
 from nnx import program, rundir, runfiles, stops
 from nnx.errors import DataError, InputError
-from nnx.evaluation import read_image
+from nnx.photos import read_image
 from nnx.run import Run, load_run
 from nnx.training import TrainConfig
 from tests.helpers import one_line_error, run

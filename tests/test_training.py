@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 import backends
+from nnx.advice import memory_advice
 from nnx.errors import InputError
 from nnx.io import load_params
 from nnx.mnist import load_mnist
-from nnx.run import memory_advice
 from nnx.training import TrainConfig, train
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -31,7 +31,7 @@ from nnx import io
 from nnx.bench import cases, report, sweep
 from nnx.bench.refs import BookStyleNet, fused_step
 from nnx.bench.timing import Case, Check, CpuWatch, Row, Stats, cuda_event_times, ratio, time_rows
-from nnx.errors import InputError, positive_int, positive_number
+from nnx.errors import InputError, non_negative_int, positive_int, positive_number
 from nnx.io import output_dir
 from nnx.program import add_dtype_argument, add_hidden_argument, add_out_argument
 
@@ -100,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
     for name in COUNTS:  # flags are checked here, so that an error is one sentence
         positive_int("--" + name.replace("_", "-"), getattr(args, name))
     positive_number("--max-seconds", args.max_seconds)
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    non_negative_int("--seed", args.seed)
     devs = resolve_devices(args.device, args.dtype)
     # Refuse what cannot fit before spending any time: first what the batch itself and
     # backprop need, then (knowing the batch's sparsity) the numerical gradient.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nnx.bench.timing import Row, Stats, fmt_ratio, fmt_seconds
-from nnx.plots import figure, save_figure
+from nnx.plots.bench import log_bars, log_lines
 
 HEAD = ["device", "method", "median", "IQR (25-75%)", "n", "vs backprop", "range"]
 VS_CPU_HEAD = ["device", "method", "NumPy CPU time / device time", "range"]
@@ -143,51 +143,32 @@ def finding_lines(result: dict[str, Any]) -> list[str]:
 def chart_methods(result: dict[str, Any], path: Path) -> None:
     """Horizontal bars (log scale) of every measured row, IQR as error bars."""
     rows = [r for r in result["rows"] if r.stats is not None]
-    med = [r.stats.median for r in rows]
-    lo = [r.stats.median - r.stats.q1 for r in rows]
-    hi = [r.stats.q3 - r.stats.median for r in rows]
-    fig = figure(9, 0.45 * len(rows) + 1.6)
-    ax = fig.add_subplot()
-    ax.barh(range(len(rows)), med, xerr=[lo, hi], color="tab:blue", capsize=3)
-    ax.set_yticks(range(len(rows)), [f"{r.device}: {r.label}" for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds per gradient (median, IQR bars; log scale)")
     c = result["config"]
-    ax.set_title(f"Gradient of the {'-'.join(map(str, c['sizes']))} net, batch {c['batch']}, "
-                 f"{c['dtype']}", fontsize=10)
-    for i, (v, up) in enumerate(zip(med, hi, strict=True)):
-        ax.annotate(fmt_seconds(v), (v + up, i), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=7)
-    save_figure(fig, path)
+    log_bars([f"{r.device}: {r.label}" for r in rows], [_spread(r.stats) for r in rows],
+             [fmt_seconds(r.stats.median) for r in rows],
+             "seconds per gradient (median, IQR bars; log scale)",
+             f"Gradient of the {'-'.join(map(str, c['sizes']))} net, batch {c['batch']}, "
+             f"{c['dtype']}", path)
 
 
 def chart_sweep(result: dict[str, Any], axis: str, path: Path) -> None:
     """Log-log lines of time against one sweep axis, per device and method."""
     rows = [r for r in result["sweep"]["rows"] if r.extra["axis"] == axis and r.stats]
-    fig = figure(7, 4.5)
-    ax = fig.add_subplot()
     devices = sorted({r.device for r in rows})
+    lines = []
     for method, style in {"backprop": "-o", "numerical_vectorized": "--s"}.items():
         for i, device in enumerate(devices):
             pts = [r for r in rows if r.method == method and r.device == device]
             if pts:
-                ax.errorbar([r.extra[axis] for r in pts], [r.stats.median for r in pts],
-                            yerr=[[r.stats.median - r.stats.q1 for r in pts],
-                                  [r.stats.q3 - r.stats.median for r in pts]],
-                            fmt=style, color=f"C{i}", capsize=2, label=f"{method}, {device}")
-    for x in result["sweep"]["crossover"]:
-        if x["axis"] == axis and x["from"] is not None:
-            ax.axvline(x["from"], color="grey", lw=0.8, ls=":")
-            ax.annotate(f"{x['gpu']} beats cpu ({x['method']})", (x["from"], 0.02), rotation=90,
-                        xycoords=("data", "axes fraction"), fontsize=7, color="grey")
+                lines.append((f"{method}, {device}", style, f"C{i}", [r.extra[axis] for r in pts],
+                              [_spread(r.stats) for r in pts]))
+    marks = [(x["from"], f"{x['gpu']} beats cpu ({x['method']})")
+             for x in result["sweep"]["crossover"] if x["axis"] == axis and x["from"] is not None]
     fixed = "hidden" if axis == "batch" else "batch"
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"{axis} size ({fixed} = {rows[0].extra[fixed] if rows else '?'})")
-    ax.set_ylabel("seconds per gradient (median, IQR bars)")
-    ax.set_title(f"Gradient time against {axis} size", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+    log_lines(lines, marks, f"{axis} size ({fixed} = {rows[0].extra[fixed] if rows else '?'})",
+              "seconds per gradient (median, IQR bars)", f"Gradient time against {axis} size",
+              path)
 
+
+def _spread(s: Stats) -> tuple[float, float, float]:
+    return s.median, s.q1, s.q3

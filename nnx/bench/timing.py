@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from backends import Backend
+from backends import Backend, time_calls
 
 
 @dataclass(frozen=True)
@@ -116,16 +116,7 @@ class Case:
     def measure(self, n: int, settle: int = 1) -> list[float]:
         """Seconds of ``n`` calls, after ``settle`` untimed ones: when cases take turns, the
         previous case's thread pools (OpenBLAS, OpenMP) may still spin on the cores."""
-        for _ in range(settle):
-            self.fn()
-        self.sync()
-        out = []
-        for _ in range(n):
-            start = time.perf_counter()
-            self.fn()
-            self.sync()
-            out.append(time.perf_counter() - start)
-        return out
+        return time_calls(self.fn, n, settle, sync=self.sync).tolist()
 
 
 def run_interleaved(
@@ -164,14 +155,7 @@ def cuda_event_times(backend: Backend, fn: Callable[[], Any], repeat: int, warmu
     the host is the bottleneck the launch overhead is in the figure."""
     if not backend.has_events:
         return None
-    for _ in range(warmup):
-        fn()
-    timer = backend.interval_timer()
-    for _ in range(repeat):
-        timer.start()
-        fn()
-        timer.stop()
-    return np.asarray(timer.drain(), dtype=float)
+    return time_calls(fn, repeat, warmup, timer=backend.interval_timer())
 
 
 class CpuWatch:

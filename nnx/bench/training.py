@@ -44,7 +44,7 @@ from nnx.bench import peers, report
 from nnx.bench.busy import Burner, check_cores
 from nnx.bench.refs import book_training, fused_training
 from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
-from nnx.errors import InputError, plural, positive_int
+from nnx.errors import InputError, non_negative_int, plural, positive_int
 from nnx.io import output_dir
 from nnx.mnist import load_mnist
 from nnx.program import add_data_arguments, add_out_argument
@@ -144,8 +144,7 @@ def floor(be: Any, iters: int, rows: int, x_train: Any = None, batch: int = 100,
 
 def run(args: argparse.Namespace) -> int:
     iters, repeat = positive_int("--iters", args.iters), positive_int("--repeat", args.repeat)
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    non_negative_int("--seed", args.seed)
     dtypes = list(dict.fromkeys(args.dtype or ["float64", "float32"]))
     if args.busy:
         check_cores()

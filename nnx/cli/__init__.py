@@ -39,21 +39,19 @@ def nnx_version() -> str:
 
 
 def _words(argv: Sequence[str]) -> list[str]:
-    """The command's words in ``argv``: those before its first flag (``bench training``)."""
+    """The words of ``argv`` before its first flag: the command and a subcommand."""
     words = []
     for a in argv:
         if a.startswith("-"):
             break
         words.append(a)
-    return words[:2] if words[:1] == ["bench"] else words[:1]
+    return words
 
 
-def _expand(argv: list[str]) -> list[str]:
-    """``argv`` with the default of a command that has subcommands put in where none is
-    named (``nnx bench --device cpu`` is ``nnx bench gradients --device cpu``)."""
-    if not argv or argv[0] not in SUBCOMMANDS:
-        return argv
-    table = _table(argv[0])
+def _expand(argv: list[str], table: tuple[dict[str, tuple[str, str]], str] | None
+            ) -> list[str]:
+    """``argv`` with the default subcommand of ``table`` put in where none is named
+    (``nnx bench --device cpu`` is ``nnx bench gradients --device cpu``)."""
     if table is None or (argv[1:2] and (argv[1] in table[0] or argv[1] in ("-h", "--help"))):
         return argv
     return [argv[0], table[1], *argv[1:]]
@@ -108,14 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     words = _words(argv)
-    name = " ".join(["nnx", *words]) if words and words[0] in SUBCOMMANDS else "nnx"
+    name = f"nnx {words[0]}" if words and words[0] in SUBCOMMANDS else "nnx"
     try:
         with stops.raising():
             from nnx.program import run_program
 
-            parser = build_parser(_expand(argv))
+            table = _table(words[0]) if name != "nnx" else None
+            if table is not None and words[1:2] and words[1] in table[0]:
+                name += f" {words[1]}"  # nnx bench training
+            expanded = _expand(argv, table)
+            parser = build_parser(expanded)
             parser.set_defaults(_argv=argv)  # the command as typed, for a record of it
-            return run_program(name, parser, lambda args: args._run(args), _expand(argv))
+            return run_program(name, parser, lambda args: args._run(args), expanded)
     except KeyboardInterrupt as exc:  # a stop while the program started
         return stops.interrupted(name, exc)
     except ImportError as exc:  # a module that cannot be mapped: no address space left

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from nnx import evaluation, io, program, rundir, runfiles
 from nnx.mnist import load_mnist
+from nnx.plots import evaluation as figures
 from nnx.run import load_run
-from nnx.training import describe
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
         history = args.run_dir / rundir.HISTORY
         final = runfiles.read_history(args.run_dir).get("final_test_acc") \
             if history.is_file() else None
-        print(f"{describe(net)} of {args.run_dir}, the {args.set} set, on {be} ({be.reason})")
+        print(f"{net.describe()} of {args.run_dir}, the {args.set} set, on {be} ({be.reason})")
         print(ev.table())
         if args.set == "test" and final is not None:
             print(f"the run's final test accuracy (history.json): {final:.4f}")
-        title = f"{describe(net)}, {args.set} set: accuracy {ev.accuracy:.4f}"
-        evaluation.plot_confusion(ev.confusion, out / "confusion.png", title)
-        evaluation.plot_misclassified(x, ev, out / "misclassified.png",
+        title = f"{net.describe()}, {args.set} set: accuracy {ev.accuracy:.4f}"
+        figures.plot_confusion(ev.confusion, out / "confusion.png", title)
+        figures.plot_misclassified(x, ev, out / "misclassified.png",
                                       f"Most confidently wrong, {args.set} set")
         io.write_json(out / "evaluation.json", {
             "run": str(args.run_dir), "set": args.set, "device": be.device,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnx import evaluation, program
+from nnx import evaluation, photos, program
 from nnx.errors import positive_int
 from nnx.functions import softmax
 from nnx.run import load_run
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     top = min(positive_int("--top", args.top), evaluation.CLASSES)
     net, _ = load_run(args.run_dir, args.device)
-    x = np.stack([evaluation.read_image(path) for path in args.images])
+    x = np.stack([photos.read_image(path) for path in args.images])
     be = net.backend
     with be.scope():
         probs = be.to_numpy(softmax(net.predict(be.asarray(x, dtype=be.dtype))))

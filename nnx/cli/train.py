@@ -10,22 +10,20 @@ done and a checkpoint; ``--resume RUN_DIR`` continues it exactly. The run itself
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
 
 from nnx import plots as figures
 from nnx import program, stops
+from nnx.advice import loop_warning, nothing_learned
 from nnx.errors import InputError
 from nnx.layers import ACTIVATIONS
 from nnx.mnist import load_mnist
 from nnx.network import METHODS
-from nnx.optimizers import OPTIMIZERS
-from nnx.run import Run, loop_warning, nothing_learned
+from nnx.optimizers import OPTIMIZERS, hyperparameters_of
+from nnx.run import Run
 from nnx.training import GRADS, TrainConfig
-
-HYPER = {"momentum": float, "beta1": float, "beta2": float, "decay_rate": float}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--weight-init-std", default=str(d.weight_init_std),
       help="initial weight scale: a number, 'he' or 'xavier' (default: 0.01)")
     a("--optimizer", default=d.optimizer, choices=tuple(OPTIMIZERS), help="default: sgd")
-    for name in HYPER:
-        a(f"--{name.replace('_', '-')}", type=float, default=None,
-          help=f"optimizer {name} (where the optimizer has one)")
+    program.add_hyper_arguments(parser)
     program.add_seed_argument(parser, "the initial weights and the batches")
     a("--eval-every", type=int, default=None,
       help="iterations between accuracy evaluations (default: one epoch)")
@@ -101,7 +97,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         std = float(std)
     except ValueError:
         pass  # "he" / "xavier": checked by the network
-    options = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
+    options = program.hyper_from_args(args)  # one the optimizer does not take is refused
     return TrainConfig(
         device=args.device, dtype=args.dtype, grad=args.grad,
         numerical_method=args.numerical_method, iters=args.iters, batch_size=args.batch_size,
@@ -118,7 +114,7 @@ def _default_lr(optimizer: str) -> float:
     each trains this net; Adam or RMSprop at 0.1 end far from it."""
     if optimizer == "sgd":
         return TrainConfig().lr
-    return inspect.signature(OPTIMIZERS[optimizer]).parameters["lr"].default
+    return hyperparameters_of(OPTIMIZERS[optimizer])["lr"]
 
 
 def _default_out(config: TrainConfig) -> Path:

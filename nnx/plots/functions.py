@@ -1,152 +1,18 @@
-"""Every figure of nnx, in one style: training curves, and the small functions of
-chapters 4 and 6 (a gradient field, descent and optimizer paths).
-
-Figures are pyplot-free ``matplotlib.figure.Figure`` objects rendered by Agg (no GUI, no
-global state), laid out by matplotlib's constrained layout and saved atomically by
-:func:`save_figure`. The paths are :class:`nnx.descent.Trajectory` objects; a diverged
-one is drawn up to its last point within bounds and says so in its title.
-"""
+"""Figures of the small functions of chapters 4 and 6: a gradient field, descent paths and
+optimizer paths. The paths are :class:`nnx.descent.Trajectory` objects; a diverged one is
+drawn up to its last point within bounds and says so in its title."""
 
 from __future__ import annotations
 
 import math
-import os
-import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from nnx.descent import LIMIT, Trajectory
-from nnx.errors import plural
-from nnx.io import atomic_path
-
-PathLike = str | os.PathLike[str]
-DPI = 110
-MAX_POINTS = 1000  # per line of a long curve
+from nnx.plots.style import PathLike, figure, save_figure
 
 
-def preload() -> threading.Thread:
-    """Import matplotlib's figure machinery in a background thread and return it.
-
-    A program that will plot calls this before work that leaves a core idle (loading and
-    converting a data set: NumPy copies without holding the interpreter), so that the half
-    second of import is not paid at the end. Importing the same modules later simply waits
-    for the thread, and so does the interpreter's exit (a daemon thread still importing
-    when the interpreter is torn down can crash it).
-    """
-    thread = threading.Thread(target=_import_matplotlib, name="nnx-preload")
-    thread.start()
-    return thread
-
-
-def _import_matplotlib() -> None:
-    import matplotlib.backends.backend_agg  # noqa: F401  (what savefig renders with)
-    import matplotlib.figure  # noqa: F401
-
-
-def figure(width: float, height: float) -> Any:
-    """A new figure in the house style: constrained layout, no pyplot."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def save_figure(fig: Any, path: PathLike, *, dpi: int = DPI) -> None:
-    """Save a figure as PNG atomically (the usual file mode, never half a file).
-
-    The directory must exist.
-    """
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-
-
-def plot_accuracy(history: Mapping[str, Any], path: PathLike, title: str) -> None:
-    """Train and test accuracy at each evaluation, against the epoch."""
-    fig = figure(6, 4)
-    ax = fig.add_subplot()
-    epochs = history["eval_epoch"]
-    ax.plot(epochs, history["train_acc"], marker="o", label="train")
-    ax.plot(epochs, history["test_acc"], marker="s", linestyle="--", label="test")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.0)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    save_figure(fig, path)
-
-
-def plot_loss(history: Mapping[str, Any], path: PathLike, title: str) -> None:
-    """Mini-batch loss per iteration, with a moving average to show the trend.
-
-    A long run's raw losses are drawn as the band between the smallest and the largest of
-    each stretch of iterations: a 600-pixel-wide plot shows no more than ``MAX_POINTS``
-    points, and the band keeps every spike.
-    """
-    loss = np.asarray(history["loss"], dtype=float)
-    fig = figure(6, 4)
-    ax = fig.add_subplot()
-    iters = np.arange(1, loss.size + 1)
-    step = max(1, -(-loss.size // MAX_POINTS))
-    if step == 1:
-        ax.plot(iters, loss, linewidth=0.5, alpha=0.5, label="mini-batch loss")
-    else:
-        starts = np.arange(0, loss.size, step)
-        ax.fill_between(iters[starts], np.minimum.reduceat(loss, starts),
-                        np.maximum.reduceat(loss, starts), alpha=0.35, linewidth=0,
-                        label=f"mini-batch loss (range of each {plural(step, 'iteration')})")
-    window = max(1, min(100, loss.size // 20))
-    if window > 1:
-        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax.plot(iters[window - 1 :: step], smooth[::step], linewidth=1.5,
-                label=f"moving average ({window})")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (cross-entropy)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
-    save_figure(fig, path)
-
-
-def plot_loss_curves(curves: Sequence[tuple[str, Sequence[float]]], path: PathLike,
-                     title: str, iters: int) -> None:
-    """Several runs' mini-batch loss per iteration in one log-scale chart, as ``(label, losses)``.
-
-    Each curve is drawn faintly and as a moving average (shorter at the start), in its own
-    colour; the x axis spans ``iters`` iterations so runs that stopped early show it.
-    """
-    fig = figure(8.0, 5.2)
-    ax = fig.add_subplot()
-    window = max(1, min(50, iters // 40))
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
-    for i, (label, losses) in enumerate(curves):
-        y = np.asarray(losses, dtype=float)
-        steps = np.arange(1, y.size + 1)
-        color = colors[i % len(colors)]
-        if window > 1:
-            ax.plot(steps, y, color=color, alpha=0.2, lw=0.6)
-        ax.plot(steps, _running_mean(y, window), color=color, lw=1.6, label=label)
-    ax.set_yscale("log")
-    ax.set(xlabel="iteration", xlim=(0, iters),
-           ylabel="mini-batch loss (cross-entropy)" + (f", mean of {window}" if window > 1 else ""),
-           title=title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    save_figure(fig, path)
-
-
-def _running_mean(y: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` points at each point (of fewer at the start)."""
-    if window <= 1 or y.size < 2:
-        return y
-    c = np.cumsum(np.insert(y, 0, 0.0))
-    end = np.arange(1, y.size + 1)
-    lo = np.maximum(0, end - window)
-    return (c[end] - c[lo]) / (end - lo)
-
-
-# -- the small functions of chapters 4 and 6 ----------------------------------------
 def _fmt(v: np.ndarray) -> str:
     return f"{float(v[0]):.4g}" if v.size == 1 else "(" + ", ".join(f"{c:.4g}" for c in v) + ")"
 
