@@ -149,6 +149,7 @@ def gradient_check(
     h, tol, tiny = (positive_number(k, v) for k, v in (("h", h), ("tol", tol), ("tiny", tiny)))
     net.check_values(x, t)
     net64 = net.astype("float64")
+    net64.hold_masks()  # dropout: one mask for the backprop and every perturbed pass
     xp = net64.xp
     with net.backend.scope():  # CuPy computes on the current device: make it the net's
         x64 = xp.astype(x, xp.float64)
@@ -157,7 +158,10 @@ def gradient_check(
         base_masks = [layer.mask for layer in relus]  # of the unperturbed forward pass
         rng = np.random.default_rng(seed)
         ctx = _Context(net64, x64, t, h, tol, tiny, relus, base_masks)
-        if mode == "full":
+        if mode == "full" and net64.extended:  # the book's loop over every coordinate
+            rows = _sample(ctx, grads, max(math.prod(p.shape) for p in net64.params.values()),
+                           rng)
+        elif mode == "full":
             rows = _full(ctx, grads)
         elif mode == "sample":
             rows = _sample(ctx, grads, n_samples, rng)
@@ -214,7 +218,7 @@ def _observing_loss(ctx: _Context, crossed: list[Array]) -> Any:
     """``net.loss`` for the one-coordinate loop, noting whether any ReLU mask moved."""
 
     def f(_w: Array) -> Array:
-        loss = ctx.net.loss(ctx.x, ctx.t)
+        loss = ctx.net.loss(ctx.x, ctx.t, train_flg=True)
         if ctx.relus:
             crossed.append(_masks_changed(ctx, ctx.relus))
         return loss
@@ -243,7 +247,7 @@ def _direction(
     for sign in (1.0, -1.0):
         moved = net.astype("float64")
         moved.params = {k: p + (sign * ctx.h) * v[k] for k, p in net.params.items()}
-        losses.append(moved.loss(ctx.x, ctx.t))
+        losses.append(moved.loss(ctx.x, ctx.t, train_flg=True))
         if ctx.relus:
             crossed.append(_masks_changed(ctx, [m for m in moved.layers if isinstance(m, Relu)]))
     numeric = (losses[0] - losses[1]) / (2 * ctx.h)
