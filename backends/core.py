@@ -82,8 +82,10 @@ def get_backend(device: str | Backend | None = None, dtype: Any = None) -> Backe
                 raise
             problems.append(str(exc))
             continue
-        be.reason = (f"auto chose {cls.asked(cls.parse(''))}: "
-                     + (problems[0] if problems else f"{be.device} answers its self-test"))
+        # The fact only: the fix of a problem is nnx info's to give, not every command's.
+        why = problems[0].split("; ")[0] + " (nnx info says how to fix it)" if problems \
+            else f"{be.device} answers its self-test"
+        be.reason = f"auto chose {cls.asked(cls.parse(''))}: {why}"
         return be
     raise AssertionError("unreachable: the last of AUTO returns or raises")
 

@@ -150,6 +150,7 @@ def gradient_check(
     net.check_layers()  # the float64 copy below is built from the net's own layers
     net.check_values(x, t)
     net64 = net.astype("float64")
+    net64.hold_masks()  # dropout: one mask for the backprop and every perturbed pass
     xp = net64.xp
     with net.backend.scope():  # CuPy computes on the current device: make it the net's
         x64 = xp.astype(x, xp.float64)
@@ -158,7 +159,10 @@ def gradient_check(
         base_masks = [layer.mask for layer in relus]  # of the unperturbed forward pass
         rng = np.random.default_rng(seed)
         ctx = _Context(net64, x64, t, h, tol, tiny, relus, base_masks)
-        if mode == "full":
+        if mode == "full" and net64.extended:  # the book's loop over every coordinate
+            rows = _sample(ctx, grads, max(math.prod(p.shape) for p in net64.params.values()),
+                           rng)
+        elif mode == "full":
             rows = _full(ctx, grads)
         elif mode == "sample":
             rows = _sample(ctx, grads, n_samples, rng)
@@ -182,7 +186,8 @@ class _Context:
 def _full(ctx: _Context, grads: dict[str, Array]) -> dict[str, ParamCheck]:
     xp, dev = ctx.net.xp, ctx.net.backend.array_device
     numerical = ctx.net.numerical_gradient(ctx.x, ctx.t, method="vectorized", h=ctx.h)
-    kinks = _predicted_kinks(ctx.net, ctx.x, ctx.h) if ctx.relus else {}
+    kinks = _predicted_kinks(ctx.net, ctx.x, ctx.h) if ctx.relus and not ctx.net.extended \
+        else {}
     rows = {}
     for key, g in grads.items():
         kink = kinks.get(key, xp.zeros(g.shape, dtype=xp.bool, device=dev))
@@ -215,7 +220,7 @@ def _observing_loss(ctx: _Context, crossed: list[Array]) -> Any:
     """``net.loss`` for the one-coordinate loop, noting whether any ReLU mask moved."""
 
     def f(_w: Array) -> Array:
-        loss = ctx.net.loss(ctx.x, ctx.t)
+        loss = ctx.net.loss(ctx.x, ctx.t, train_flg=True)
         if ctx.relus:
             crossed.append(_masks_changed(ctx, ctx.relus))
         return loss
@@ -244,7 +249,7 @@ def _direction(
     for sign in (1.0, -1.0):
         moved = net.astype("float64")
         moved.params = {k: p + (sign * ctx.h) * v[k] for k, p in net.params.items()}
-        losses.append(moved.loss(ctx.x, ctx.t))
+        losses.append(moved.loss(ctx.x, ctx.t, train_flg=True))
         if ctx.relus:
             crossed.append(_masks_changed(ctx, [m for m in moved.layers if isinstance(m, Relu)]))
     numeric = (losses[0] - losses[1]) / (2 * ctx.h)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from backends import xp_of
+import numpy as np
+
+from backends import device_of, xp_of
 from nnx.functions import as_one_hot, relu, sigmoid
 
 Array = Any
@@ -151,3 +153,92 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation(Relu, relu),
     "sigmoid": Activation(Sigmoid, sigmoid),
 }
+
+
+# -- chapter 6: dropout and batch normalization --------------------------------------------
+
+
+class Dropout:
+    """The book's dropout: in training each unit is kept with probability ``1 - ratio``; at
+    inference every unit passes, scaled by ``1 - ratio`` (``forward(x, train_flg)``).
+
+    Masks are drawn on the host from ``rng`` (a NumPy Generator) and moved to ``x``'s device
+    by ``to_device(mask)`` (default: the array library's ``asarray``), so a seed gives the same
+    masks on every device. With ``hold`` true, a mask once drawn is kept for later forward
+    passes of the same shape: the gradient check compares backprop and central differences
+    of one function.
+    """
+
+    def __init__(self, dropout_ratio: float = 0.5, rng: Any = None,
+                 to_device: Callable[[Any], Array] | None = None) -> None:
+        self.dropout_ratio = float(dropout_ratio)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.to_device = to_device
+        self.hold = False
+        self.mask: Array | None = None
+
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
+        if not train_flg:
+            return x * (1.0 - self.dropout_ratio)
+        if not (self.hold and self.mask is not None and self.mask.shape == x.shape):
+            keep = (self.rng.random(tuple(x.shape)) >= self.dropout_ratio).astype(float)
+            if self.to_device is not None:
+                self.mask = self.to_device(keep)
+            else:
+                xp = xp_of(x)
+                self.mask = xp.asarray(keep, dtype=x.dtype, device=device_of(x))
+        return x * self.mask
+
+    def backward(self, dout: Array) -> Array:
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """The book's batch normalization over the rows of a batch, ``forward(x, train_flg)``.
+
+    Training normalises by the batch's mean and variance (plus ``eps``) and updates the
+    running ones, ``running = momentum * running + (1 - momentum) * batch``; inference uses
+    the running ones. ``gamma`` and ``beta`` scale and shift; ``backward`` stores ``dgamma``
+    and ``dbeta``. The running statistics start at zero and one.
+    """
+
+    def __init__(self, gamma: Array, beta: Array, momentum: float = 0.9,
+                 running_mean: Array | None = None, running_var: Array | None = None,
+                 eps: float = 1e-7) -> None:
+        xp = xp_of(gamma)
+        self.gamma, self.beta, self.momentum, self.eps = gamma, beta, momentum, eps
+        self.running_mean = xp.zeros_like(gamma) if running_mean is None else running_mean
+        self.running_var = xp.ones_like(gamma) if running_var is None else running_var
+        self.dgamma: Array | None = None
+        self.dbeta: Array | None = None
+
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
+        xp = xp_of(x)
+        self.input_shape = x.shape
+        if x.ndim != 2:
+            x = xp.reshape(x, (x.shape[0], -1))
+        if train_flg:
+            mu = xp.mean(x, axis=0)
+            xc = x - mu
+            var = xp.mean(xc * xc, axis=0)
+            m = self.momentum
+            self.running_mean = m * self.running_mean + (1 - m) * mu
+            self.running_var = m * self.running_var + (1 - m) * var
+        else:
+            xc, var = x - self.running_mean, self.running_var
+        self.std = xp.sqrt(var + self.eps)
+        self.xn = xc / self.std
+        out = self.gamma * self.xn + self.beta
+        return xp.reshape(out, self.input_shape)
+
+    def backward(self, dout: Array) -> Array:
+        """The training pass's gradient: the batch statistics depend on every row, so
+        ``dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std`` with ``dxn = gamma * dout``."""
+        xp = xp_of(dout)
+        if dout.ndim != 2:
+            dout = xp.reshape(dout, (dout.shape[0], -1))
+        self.dbeta = xp.sum(dout, axis=0)
+        self.dgamma = xp.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dx = (dxn - xp.mean(dxn, axis=0) - self.xn * xp.mean(dxn * self.xn, axis=0)) / self.std
+        return xp.reshape(dx, self.input_shape)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from backends import Backend, get_backend
 from nnx.errors import InputError, non_negative_int, one_of
-from nnx.layers import ACTIVATIONS, Affine, SoftmaxWithLoss
+from nnx.layers import ACTIVATIONS, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
 
 Array = Any
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +50,15 @@ class MultiLayerNet:
     "xavier" (sqrt(1/fan_in), for sigmoid). ``device`` is anything
     :func:`backends.get_backend` accepts, or a backend; ``dtype`` is "float32" or
     "float64" (the default).
+
+    Chapter 6, as the book's ``MultiLayerNetExtend`` (the defaults leave the net as above):
+    ``weight_decay_lambda`` adds ``lambda/2 * sum(W**2)`` over every weight matrix to the loss
+    (and ``lambda * W`` to its gradient); ``use_batchnorm`` puts a
+    :class:`~nnx.layers.BatchNormalization` (parameters ``gamma{k}``, ``beta{k}``) after each
+    hidden Affine; ``use_dropout`` a :class:`~nnx.layers.Dropout` of ``dropout_ratio`` after
+    each hidden activation, its masks drawn from the seed's Generator after the weights.
+    ``predict``, ``loss``, ``accuracy`` run in inference mode unless ``train_flg``; ``gradient``
+    in training mode.
     """
 
     def __init__(
@@ -61,8 +71,16 @@ class MultiLayerNet:
         device: str | Backend | None = None,
         seed: Any = None,
         dtype: Any = None,
+        *,
+        weight_decay_lambda: float = 0.0,
+        use_dropout: bool = False,
+        dropout_ratio: float = 0.5,
+        use_batchnorm: bool = False,
     ) -> None:
         one_of("activation", activation, ACTIVATIONS)
+        self.weight_decay_lambda = check_weight_decay(weight_decay_lambda)
+        self.dropout_ratio = check_dropout(dropout_ratio)
+        self.use_dropout, self.use_batchnorm = bool(use_dropout), bool(use_batchnorm)
         sizes = [input_size, *hidden_sizes, output_size]
         if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
                for s in sizes):
@@ -78,6 +96,10 @@ class MultiLayerNet:
             w = rng.standard_normal((fan_in, fan_out)) * std  # float64 on the host
             self.params[f"W{k}"] = self.backend.asarray(w, dtype=self.dtype)
             self.params[f"b{k}"] = self.backend.asarray(np.zeros(fan_out), dtype=self.dtype)
+            if self.use_batchnorm and k < len(sizes) - 1:
+                self.params[f"gamma{k}"] = self.backend.asarray(np.ones(fan_out), dtype=self.dtype)
+                self.params[f"beta{k}"] = self.backend.asarray(np.zeros(fan_out), dtype=self.dtype)
+        self.mask_rng = rng  # dropout's masks continue the weights' stream
         self._build_layers()
 
     # -- structure --------------------------------------------------------------
@@ -97,52 +119,110 @@ class MultiLayerNet:
         """E.g. "784-50-10 relu net"."""
         return f"{'-'.join(map(str, self.sizes))} {self.activation} net"
 
+    @property
+    def extended(self) -> bool:
+        """Whether the net has layers beyond Affine and activation (batch norm, dropout)."""
+        return bool(self.batchnorms or self.dropouts)
+
     def _build_layers(self) -> None:
         self.layers: list[Any] = []
         self.affines: list[Affine] = []
+        self.batchnorms: dict[int, BatchNormalization] = {}
+        self.dropouts: list[Dropout] = []
         act = ACTIVATIONS[self.activation].layer
         for k in range(1, self.n_affine + 1):
             self.affines.append(Affine(self.params[f"W{k}"], self.params[f"b{k}"],
                                        input_grad=k > 1))
             self.layers.append(self.affines[-1])
             if k < self.n_affine:
+                if self.use_batchnorm:
+                    self.batchnorms[k] = BatchNormalization(self.params[f"gamma{k}"],
+                                                            self.params[f"beta{k}"])
+                    self.layers.append(self.batchnorms[k])
                 self.layers.append(act())
+                if self.use_dropout:
+                    self.dropouts.append(Dropout(self.dropout_ratio, self.mask_rng,
+                                                 self._mask_to_device))
+                    self.layers.append(self.dropouts[-1])
         self.last_layer = SoftmaxWithLoss()
+
+    def _mask_to_device(self, mask: np.ndarray) -> Array:
+        return self.backend.asarray(mask, dtype=self.dtype)
+
+    def hold_masks(self, hold: bool = True) -> None:
+        """Keep each dropout mask once drawn (``hold``), or draw anew at every training pass."""
+        for layer in self.dropouts:
+            layer.hold = hold
+            if not hold:
+                layer.mask = None
+
+    def buffers(self) -> dict[str, Array]:
+        """The batch norms' running statistics, ``running_mean{k}`` and ``running_var{k}``."""
+        out = {}
+        for k, layer in self.batchnorms.items():
+            out[f"running_mean{k}"], out[f"running_var{k}"] = layer.running_mean, layer.running_var
+        return out
+
+    def load_buffers(self, values: dict[str, Array]) -> None:
+        """Set the running statistics from ``values`` (keyed as :meth:`buffers`)."""
+        for k, layer in self.batchnorms.items():
+            layer.running_mean = values[f"running_mean{k}"]
+            layer.running_var = values[f"running_var{k}"]
 
     # -- the book's interface -----------------------------------------------------
     @_on_device
-    def predict(self, x: Array) -> Array:
+    def predict(self, x: Array, train_flg: bool = False) -> Array:
         """The logits (scores before softmax) for a batch ``x`` of shape (N, input_size)."""
         self._check_x(x)
-        return self._forward(x)
+        return self._forward(x, train_flg)
 
-    def _forward(self, x: Array) -> Array:  # the forward pass, checked and on the device
+    def _forward(self, x: Array, train_flg: bool = False) -> Array:  # checked, on the device
         # Re-read the dict: a user may have replaced an array instead of updating it in place.
         for k, layer in enumerate(self.affines, start=1):
             layer.W, layer.b = self.params[f"W{k}"], self.params[f"b{k}"]
+        for k, layer in self.batchnorms.items():
+            layer.gamma, layer.beta = self.params[f"gamma{k}"], self.params[f"beta{k}"]
         if x.dtype != self.dtype:
             x = self.xp.astype(x, self.dtype)
+        if not self.extended:
+            for layer in self.layers:
+                x = layer.forward(x)
+            return x
         for layer in self.layers:
-            x = layer.forward(x)
+            if isinstance(layer, (Dropout, BatchNormalization)):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
         return x
 
     @_on_device
-    def loss(self, x: Array, t: Array) -> Array:
-        """Mean cross-entropy of the batch, a 0-d array on the device."""
+    def loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
+        """Mean cross-entropy of the batch (plus the weight decay), a 0-d array on the device."""
         self._check_t(x, t)
-        return self.last_layer.forward(self._forward(x), t)
+        loss = self.last_layer.forward(self._forward(x, train_flg), t)
+        if self.weight_decay_lambda:
+            xp = self.xp
+            decay = sum(xp.sum(layer.W * layer.W) for layer in self.affines)
+            loss = loss + 0.5 * self.weight_decay_lambda * decay
+        return loss
 
     @_on_device
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
-        """Gradients of :meth:`loss` by backpropagation, keyed like ``params``."""
+        """Gradients of :meth:`loss` (in training mode) by backpropagation, keyed like
+        ``params``; ``last_layer.loss`` is the batch's cross-entropy, without the decay."""
         self._check_t(x, t)
-        self.last_layer.forward(self._forward(x), t)
+        self.last_layer.forward(self._forward(x, True), t)
         dout = self.last_layer.backward(1.0)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         grads = {}
+        lam = self.weight_decay_lambda
         for k, layer in enumerate(self.affines, start=1):
-            grads[f"W{k}"], grads[f"b{k}"] = layer.dW, layer.db
+            grads[f"W{k}"] = layer.dW + lam * layer.W if lam else layer.dW
+            grads[f"b{k}"] = layer.db
+            if k in self.batchnorms:
+                grads[f"gamma{k}"] = self.batchnorms[k].dgamma
+                grads[f"beta{k}"] = self.batchnorms[k].dbeta
         return grads
 
     @_on_device
@@ -181,13 +261,19 @@ class MultiLayerNet:
         return [(layer.x, layer.out) for layer in self.affines]
 
     def check_layers(self) -> None:
-        """The trace contract, stated once: the layers are this net's own, Affine and its
-        activation in turn, then SoftmaxWithLoss (the numerical gradient and the gradient
-        check rebuild and trace exactly those). A net whose layers were changed is refused
-        with a sentence, never differentiated as if it had not been."""
+        """The trace contract, stated once: the layers are this net's own, Affine (then batch
+        norm where the net has it), its activation (then dropout) in turn, then
+        SoftmaxWithLoss: the numerical gradient and the gradient check rebuild and trace
+        exactly those (the vectorised numerical gradient and the kink report only a net of
+        Affine and activation alone: one with batch norm or dropout takes the loop). A net
+        whose layers were changed is refused with a sentence, never differentiated as if it
+        had not been."""
         act = ACTIVATIONS[self.activation].layer
-        want = [Affine, act] * (self.n_affine - 1) + [Affine]
-        if [type(layer) for layer in self.layers] != want or self.layers[::2] != self.affines \
+        hidden = [Affine, *[BatchNormalization] * self.use_batchnorm, act,
+                  *[Dropout] * self.use_dropout]
+        want = hidden * (self.n_affine - 1) + [Affine]
+        own = [layer for layer in self.layers if isinstance(layer, Affine)]
+        if [type(layer) for layer in self.layers] != want or own != self.affines \
                 or type(self.last_layer) is not SoftmaxWithLoss:
             found = "-".join(type(layer).__name__ for layer in [*self.layers, self.last_layer])
             raise InputError(f"this net's layers ({found}) are not its own Affine and "
@@ -213,7 +299,10 @@ class MultiLayerNet:
         from nnx import numerical
 
         one_of("method", method, METHODS)
-        self.check_layers()
+        self.check_layers()  # the float64 copy below is built from the net's own layers
+        if method == "vectorized" and self.extended:
+            warnings.warn(VECTORIZED_FALLBACK, NumericalFallback, stacklevel=3)
+            method = "loop"
         if not self.backend.float64:
             raise InputError(f"the numerical gradient computes in float64, which {self.backend} "
                              "does not have; compute it on another device (--device cpu)")
@@ -222,11 +311,17 @@ class MultiLayerNet:
         x64 = self.xp.astype(x, self.xp.float64)
         t64 = self.xp.astype(t, self.xp.float64) if t.ndim == 2 else t
         if method == "loop":
-            grads = {key: numerical.numerical_gradient(lambda _w: net.loss(x64, t64), param, h,
-                                                       stop=stop)
+            if net.dropouts and not net.dropouts[0].hold:
+                net.hold_masks()  # one mask for every step: the loss must be one function
+                net.loss(x64, t64, train_flg=True)
+            grads = {key: numerical.numerical_gradient(
+                lambda _w: net.loss(x64, t64, train_flg=True), param, h, stop=stop)
                      for key, param in net.params.items()}
         else:
             grads = numerical.layered_numerical_gradient(net, x64, t64, h, stop=stop)
+            for k, layer in enumerate(net.affines, start=1):  # d/dW of lambda/2 W**2
+                if self.weight_decay_lambda:
+                    grads[f"W{k}"] = grads[f"W{k}"] + self.weight_decay_lambda * layer.W
         if self.dtype != self.xp.float64:
             grads = {k: self.xp.astype(g, self.dtype) for k, g in grads.items()}
         return grads
@@ -241,6 +336,12 @@ class MultiLayerNet:
         clone.backend = be
         clone.params = {k: be.xp.astype(v, be.dtype, copy=True) for k, v in self.params.items()}
         clone._build_layers()
+        clone.load_buffers({k: be.xp.astype(v, be.dtype, copy=True)
+                            for k, v in self.buffers().items()})
+        for mine, theirs in zip(self.dropouts, clone.dropouts, strict=True):
+            theirs.hold = mine.hold
+            if mine.mask is not None:
+                theirs.mask = be.xp.astype(mine.mask, be.dtype, copy=True)
         return clone
 
     @_on_device
@@ -279,6 +380,31 @@ class MultiLayerNet:
                 raise InputError(f"t has dtype {t.dtype}; class indices must be integers")
         elif t.ndim != 2 or tuple(t.shape) != (n, n_out):
             raise InputError(f"t has shape {tuple(t.shape)}; expected ({n},) or ({n}, {n_out})")
+
+
+VECTORIZED_FALLBACK = ("the vectorised numerical gradient covers nets of Affine and "
+                       "activation layers only, so this net's batch normalization or dropout "
+                       "is differentiated by the book's one-coordinate loop")
+
+
+class NumericalFallback(UserWarning):
+    """The numerical gradient used the loop method instead of the vectorised one."""
+
+
+def check_weight_decay(value: Any) -> float:
+    """``value`` as a float if it is a finite number >= 0, else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (value >= 0 and math.isfinite(value)):
+        raise InputError(f"weight decay must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_dropout(value: Any) -> float:
+    """``value`` as a float if it lies in [0, 1), else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= value < 1.0:
+        raise InputError(f"the dropout ratio must be in [0, 1), got {value!r}")
+    return float(value)
 
 
 class TwoLayerNet(MultiLayerNet):

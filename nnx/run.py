@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import Backend, get_backend, is_out_of_memory, machine_info
-from nnx import io, rundir, runfiles
+from nnx import batchnorm_file, io, rundir, runfiles
 from nnx import plots as figures
 from nnx.advice import divergence_advice, memory_advice
 from nnx.errors import DivergenceError, InputError
@@ -140,9 +140,12 @@ def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = Non
                          f"parameters; {fix}")
     params = runfiles.read_params(path, sizes)
     be = get_backend(device, config.get("dtype", "float64"))
-    net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation, device=be)
+    options = saved_config({k: v for k, v in config.items() if k != "hidden"}).net_options()
+    net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation, device=be, **options)
     for key, value in params.items():  # predict reads the dict at every call
         net.params[key] = be.asarray(value, dtype=be.dtype)
+    if net.batchnorms:
+        batchnorm_file.load(path / rundir.BATCHNORM, net)
     return net, config
 
 
@@ -159,15 +162,18 @@ def save(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True
         written.append(out / rundir.HISTORY_CSV)
         io.write_csv(written[-1], ["iter", "loss", "grad_time"],
                      [(i, loss, gt) for i, (loss, gt) in enumerate(per_iter, start=1)])
-        epochs = zip(h["eval_iter"], h["eval_epoch"], h["train_acc"], h["test_acc"],
-                     h["eval_elapsed"], strict=True)
+        val = ["val_acc"] if "val_acc" in h else []
+        columns = ["eval_iter", "eval_epoch", "train_acc", *val, "test_acc", "eval_elapsed"]
         written.append(out / rundir.EPOCHS_CSV)
-        io.write_csv(written[-1], ["iter", "epoch", "train_acc", "test_acc", "elapsed"],
-                     list(epochs))
+        io.write_csv(written[-1], ["iter", "epoch", "train_acc", *val, "test_acc", "elapsed"],
+                     list(zip(*(h[c] for c in columns), strict=True)))
         if result.status != "diverged":
             written.append(out / rundir.PARAMS)
-            io.save_params(written[-1], {k: net.backend.to_numpy(v)
-                                         for k, v in net.params.items()})
+            io.save_params(written[-1], {k: net.backend.to_numpy(v) for k, v in net.params.items()
+                                         if k[0] in "Wb" and k[1:].isdigit()})
+            if net.batchnorms:
+                written.append(out / rundir.BATCHNORM)
+                batchnorm_file.save(written[-1], net)
         if plots and h["loss"]:
             title = f"{net.describe()}, {config.grad}, {net.backend.device}"
             if h["test_acc"]:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class Checkpoint:
     optimizer: dict[str, Any]
     history: dict[str, list]
     elapsed: float
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)  # batch norms' running stats
+    mask_rng: dict[str, Any] | None = None  # dropout's Generator state, where the net has one
 
 
 # The run directory's files: every module names them from here.
@@ -46,9 +48,10 @@ CONFIG = "config.json"  # the run's flags, its device and machine: written first
 CHECKPOINT = "checkpoint.npz"  # where an unfinished run stopped
 HISTORY_CSV, EPOCHS_CSV = "history.csv", "epochs.csv"  # per iteration, per evaluation
 PARAMS = "params.npz"  # the final parameters (not of a diverged run)
+BATCHNORM = "batchnorm.npz"  # with --batch-norm: gamma, beta and the running statistics
 ACCURACY_PNG, LOSS_PNG = "accuracy.png", "loss.png"
 HISTORY = "history.json"  # everything recorded and the status: written last
-RESULTS = (HISTORY_CSV, EPOCHS_CSV, PARAMS, ACCURACY_PNG, LOSS_PNG)
+RESULTS = (HISTORY_CSV, EPOCHS_CSV, PARAMS, BATCHNORM, ACCURACY_PNG, LOSS_PNG)
 RUN_FILES = (CONFIG, CHECKPOINT, *RESULTS, HISTORY)
 JSON_LIMIT = 1 << 20  # config.json: a few hundred bytes; a history says its own limit
 
@@ -134,8 +137,9 @@ def save_checkpoint(path: Path, c: Checkpoint) -> None:
     """``path/checkpoint.npz``: arrays as members, everything else as one JSON member."""
     arrays = {f"param/{k}": v for k, v in c.params.items()}
     arrays.update({f"opt/{k}": v for k, v in c.optimizer.items() if isinstance(v, np.ndarray)})
+    arrays.update({f"buf/{k}": v for k, v in c.buffers.items()})
     meta = {"iteration": c.iteration, "block_start": c.block_start, "rng": c.rng,
-            "elapsed": c.elapsed, "history": c.history,
+            "elapsed": c.elapsed, "history": c.history, "mask_rng": c.mask_rng,
             "optimizer": {k: v for k, v in c.optimizer.items() if not isinstance(v, np.ndarray)}}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     io.save_params(path / CHECKPOINT, arrays)

@@ -46,12 +46,23 @@ def _fail(path: Path, exc: Exception) -> DataError:
 
 
 # -- what a config implies ----------------------------------------------------------------------
-def param_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """The parameters of a layered net of ``sizes`` (e.g. ``[784, 50, 10]``) and their shapes."""
+def param_shapes(sizes: Sequence[int], batch_norm: bool = False) -> dict[str, tuple[int, ...]]:
+    """The parameters of a layered net of ``sizes`` (e.g. ``[784, 50, 10]``) and their shapes;
+    with ``batch_norm``, each hidden layer's ``gamma`` and ``beta`` too."""
     shapes: dict[str, tuple[int, ...]] = {}
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
         shapes[f"W{i}"], shapes[f"b{i}"] = (a, b), (b,)
+        if batch_norm and i < len(sizes) - 1:
+            shapes[f"gamma{i}"], shapes[f"beta{i}"] = (b,), (b,)
     return shapes
+
+
+def buffer_shapes(sizes: Sequence[int], batch_norm: bool) -> dict[str, tuple[int, ...]]:
+    """The batch norms' running statistics a net of ``sizes`` keeps, and their shapes."""
+    if not batch_norm:
+        return {}
+    return {f"{name}{i}": (b,) for i, b in enumerate(sizes[1:-1], start=1)
+            for name in ("running_mean", "running_var")}
 
 
 def optimizer_state(config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -203,11 +214,13 @@ def _limit(specs: dict[str, npzfile.Spec]) -> int:
 def read_checkpoint(run: Path, config: TrainConfig, sizes: Sequence[int]) -> rundir.Checkpoint:
     """``run``'s ``checkpoint.npz`` for ``config`` and a net of ``sizes``, every field checked."""
     path = run / rundir.CHECKPOINT
-    shapes = param_shapes(sizes)
+    shapes = param_shapes(sizes, config.batch_norm)
     slots, counters = optimizer_state(config)
     meta_bytes = JSON_LIMIT + JSON_PER_ITERATION * config.iters
     specs = {f"param/{k}": npzfile.Spec(s) for k, s in shapes.items()}
     specs.update({f"opt/{slot}/{k}": npzfile.Spec(s) for slot in slots for k, s in shapes.items()})
+    specs.update({f"buf/{k}": npzfile.Spec(s)
+                  for k, s in buffer_shapes(sizes, config.batch_norm).items()})
     specs["meta"] = npzfile.Spec((None,), "u", max_items=meta_bytes)
     try:
         with io.open_nofollow(path, _limit(specs)) as f:
@@ -233,7 +246,7 @@ def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
                 shapes: dict[str, tuple[int, ...]], slots: list[str],
                 counters: list[str]) -> rundir.Checkpoint:
     keys = {"iteration", "block_start", "rng", "elapsed", "history", "optimizer"}
-    if not isinstance(meta, dict) or set(meta) != keys:
+    if not isinstance(meta, dict) or not keys <= set(meta) <= keys | {"mask_rng"}:
         raise Bad("meta", meta if not isinstance(meta, dict) else sorted(meta),
                   f"an object of {', '.join(sorted(keys))}")
     it, start = meta["iteration"], meta["block_start"]
@@ -244,7 +257,9 @@ def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
     if not (_real(meta["elapsed"]) and 0 <= meta["elapsed"] < math.inf):
         raise Bad("elapsed", meta["elapsed"], "a number of seconds")
     _check_rng(meta["rng"])
-    history = _check_history(meta["history"], it)
+    if meta.get("mask_rng") is not None:  # dropout's Generator, where the net has one
+        _check_rng(meta["mask_rng"])
+    history = _check_history(meta["history"], it, with_val=config.val_split > 0)
     opt: dict[str, Any] = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
     for slot in slots:  # a slot's arrays are made at the first step, all at once
         have = sum(f"{slot}/{k}" in opt for k in shapes)
@@ -258,7 +273,9 @@ def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
             raise Bad(f"optimizer.{name}", scalars[name], f"the iteration, {it}")
     opt.update(scalars)
     params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
-    return rundir.Checkpoint(it, start, meta["rng"], params, opt, history, float(meta["elapsed"]))
+    buffers = {k[4:]: v for k, v in arrays.items() if k.startswith("buf/")}
+    return rundir.Checkpoint(it, start, meta["rng"], params, opt, history, float(meta["elapsed"]),
+                             buffers, meta.get("mask_rng"))
 
 
 def _check_rng(state: Any) -> None:
@@ -284,8 +301,9 @@ def _check_rng(state: Any) -> None:
         raise Bad("rng", state, f"a valid {template['bit_generator']} state ({exc})") from None
 
 
-def _check_history(history: Any, it: int) -> dict[str, list]:
-    keys = (*PER_ITERATION, *PER_EVALUATION)
+def _check_history(history: Any, it: int, with_val: bool = False) -> dict[str, list]:
+    per_evaluation = (*PER_EVALUATION, "val_acc") if with_val else PER_EVALUATION
+    keys = (*PER_ITERATION, *per_evaluation)
     if not isinstance(history, dict) or set(history) != set(keys):
         raise Bad("history", history if not isinstance(history, dict) else sorted(history),
                   f"an object of {', '.join(keys)}")
@@ -297,7 +315,7 @@ def _check_history(history: Any, it: int) -> dict[str, list]:
         if len(history[k]) != it:
             raise Bad(f"history.{k}", f"{len(history[k])} entries", f"one per iteration ({it})")
     evals = history["eval_iter"]
-    for k in PER_EVALUATION:
+    for k in per_evaluation:
         if len(history[k]) != len(evals):
             raise Bad(f"history.{k}", f"{len(history[k])} entries",
                       f"one per evaluation ({len(evals)})")

@@ -24,7 +24,7 @@ from backends import Backend, get_backend, small_pages
 from nnx.errors import InputError, non_negative_int, one_of, plural, positive_int, positive_number
 from nnx.functions import one_hot
 from nnx.layers import ACTIVATIONS
-from nnx.network import METHODS, MultiLayerNet
+from nnx.network import METHODS, MultiLayerNet, check_dropout, check_weight_decay
 from nnx.optimizers import make_optimizer
 from nnx.rundir import Checkpoint
 
@@ -56,6 +56,11 @@ class TrainConfig:
     optimizer_options: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     eval_every: int | None = None  # None: once per epoch (train size / batch size)
+    # Chapter 6 (the defaults leave a run as before):
+    weight_decay: float = 0.0  # the book's weight_decay_lambda
+    dropout: float = 0.0  # the ratio of units dropped in training; 0: no dropout layers
+    batch_norm: bool = False
+    val_split: float = 0.0  # the fraction of the training set held out for validation
 
     def validate(self, train_size: int | None = None) -> None:
         """Raise :class:`InputError` (one sentence) for any value the run cannot use."""
@@ -72,10 +77,32 @@ class TrainConfig:
             positive_int("hidden size", h)
         positive_number("learning rate", self.lr)
         non_negative_int("seed", self.seed)
+        check_weight_decay(self.weight_decay)
+        check_dropout(self.dropout)
+        if isinstance(self.val_split, bool) or not isinstance(self.val_split, (int, float)) \
+                or not 0.0 <= self.val_split < 1.0:
+            raise InputError(f"the validation split must be in [0, 1), got {self.val_split!r}")
+        if train_size is not None and self.val_split:
+            n_val = self.val_size(train_size)
+            if n_val < 1 or n_val >= train_size:
+                raise InputError(
+                    f"a validation split of {self.val_split:g} of the {train_size} training "
+                    f"examples leaves {train_size - n_val} to train on and {n_val} to "
+                    "validate; choose a split that leaves both")
+            train_size -= n_val
         if train_size is not None and self.batch_size > train_size:
             raise InputError(
                 f"batch size {self.batch_size} is larger than the {train_size} training examples"
             )
+
+    def val_size(self, train_size: int) -> int:
+        """How many of ``train_size`` examples the validation split holds out."""
+        return int(round(train_size * self.val_split))
+
+    def net_options(self) -> dict[str, Any]:
+        """The chapter 6 keyword arguments of :class:`MultiLayerNet` for this config."""
+        return {"weight_decay_lambda": self.weight_decay, "use_dropout": self.dropout > 0,
+                "dropout_ratio": self.dropout, "use_batchnorm": self.batch_norm}
 
     def iters_per_epoch(self, train_size: int) -> int:
         return max(train_size // self.batch_size, 1)
@@ -126,16 +153,25 @@ def train(
     if checkpoint_every is not None:
         positive_int("checkpoint every", checkpoint_every)
     be = get_backend(config.device if backend is None else backend, config.dtype)
-    init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(2)
+    init_seed, batch_seed, split_seed = np.random.SeedSequence(config.seed).spawn(3)
+    val_host = None
+    if config.val_split:  # drawn from the run's seed: a resumed run holds out the same rows
+        order = np.random.default_rng(split_seed).permutation(x_train.shape[0])
+        n_val = config.val_size(x_train.shape[0])
+        val_host = (x_train[order[:n_val]], t_train[order[:n_val]])
+        x_train, t_train = x_train[order[n_val:]], t_train[order[n_val:]]
     net = MultiLayerNet(
         x_train.shape[1], list(config.hidden), 10, config.activation,
-        config.weight_init_std, device=be, seed=init_seed,
+        config.weight_init_std, device=be, seed=init_seed, **config.net_options(),
     )
     optimizer = make_optimizer(config.optimizer, lr=config.lr, **config.optimizer_options)
     rng = np.random.default_rng(batch_seed)
     loop = _Loop(config, be, net, optimizer, rng, log or tqdm.write,
                  sys.stderr.isatty() if progress is None else progress, on_checkpoint,
                  stop or (lambda: False))
+    if val_host is not None:
+        loop.history["val_acc"] = []
+        loop.val_host = val_host
     with be.scope():  # CuPy computes on the current device: make it the run's
         if resume is not None:
             loop.restore(resume)
@@ -155,6 +191,7 @@ class _Loop:
             "loss", "grad_time", "eval_iter", "eval_epoch", "train_acc", "test_acc",
             "eval_elapsed")}
         self.i = self.block_start = 0
+        self.val_host: Any = None  # the validation split's (images, labels), if any
         self.block_rng = rng.bit_generator.state
         self.elapsed_before = 0.0
 
@@ -171,6 +208,11 @@ class _Loop:
 
         for k, v in c.params.items():
             self.net.params[k] = to_device(v)
+        if set(c.buffers) != set(self.net.buffers()):
+            raise InputError("the checkpoint's batch norm statistics do not match the run's net")
+        self.net.load_buffers({k: to_device(v) for k, v in c.buffers.items()})
+        if c.mask_rng is not None:
+            self.net.mask_rng.bit_generator.state = c.mask_rng
         self.optimizer.load_state_dict(c.optimizer, to_device)
         self.rng.bit_generator.state = c.rng
         self.history = {k: list(v) for k, v in c.history.items()}
@@ -184,7 +226,9 @@ class _Loop:
                for k, v in self.optimizer.state_dict().items()}
         return Checkpoint(self.i, self.block_start, self.block_rng,
                           {k: to_host(v) for k, v in self.net.params.items()}, opt,
-                          {k: list(v) for k, v in self.history.items()}, self._elapsed(start))
+                          {k: list(v) for k, v in self.history.items()}, self._elapsed(start),
+                          {k: to_host(v) for k, v in self.net.buffers().items()},
+                          self.net.mask_rng.bit_generator.state if self.net.dropouts else None)
 
     def _elapsed(self, start: float) -> float:
         return self.elapsed_before + time.perf_counter() - start
@@ -194,6 +238,7 @@ class _Loop:
         x_train, t_train = train_host
         train_set = _to_device(be, x_train, t_train)
         test_set = _to_device(be, *test_host)
+        val_set = _to_device(be, *self.val_host) if self.val_host is not None else None
         gradient = _gradient_fn(net, config, self.stop)
         per_epoch = config.iters_per_epoch(x_train.shape[0])
         eval_every = config.eval_every or per_epoch
@@ -246,7 +291,7 @@ class _Loop:
                     if self.i % eval_every == 0 or self.i == config.iters:
                         with small.paused():
                             _evaluate(net, train_set, test_set, history, self.i, per_epoch,
-                                      start, self.elapsed_before)
+                                      start, self.elapsed_before, val_set)
                         self.write(_epoch_line(history, per_epoch))
                     if due:
                         self.on_checkpoint(self.checkpoint(start))
@@ -328,10 +373,14 @@ def _read_back(
 
 
 def _evaluate(net: MultiLayerNet, train_set: tuple, test_set: tuple, history: dict,
-              i: int, per_epoch: int, start: float, before: float = 0.0) -> None:
+              i: int, per_epoch: int, start: float, before: float = 0.0,
+              val_set: tuple | None = None) -> None:
     history["eval_iter"].append(i)
     history["eval_epoch"].append(i / per_epoch)
-    for key, (x, t, _) in (("train_acc", train_set), ("test_acc", test_set)):
+    sets = [("train_acc", train_set), ("test_acc", test_set)]
+    if val_set is not None:
+        sets.insert(1, ("val_acc", val_set))
+    for key, (x, t, _) in sets:
         history[key].append(net.accuracy(x, t))
     history["eval_elapsed"].append(before + time.perf_counter() - start)
 
@@ -343,7 +392,8 @@ def _epoch_line(history: dict, per_epoch: int) -> str:
     loss = float(np.mean(history["loss"][prev:i]))
     return (f"epoch {history['eval_epoch'][-1]:6.2f}  iter {i:6d}  grad {grad_ms:9.3f} ms  "
             f"loss {loss:.4f}  train acc {history['train_acc'][-1]:.4f}  "
-            f"test acc {history['test_acc'][-1]:.4f}  {history['eval_elapsed'][-1]:7.1f} s")
+            + (f"val acc {history['val_acc'][-1]:.4f}  " if history.get("val_acc") else "")
+            + f"test acc {history['test_acc'][-1]:.4f}  {history['eval_elapsed'][-1]:7.1f} s")
 
 
 def _check_data(x: np.ndarray, t: np.ndarray, name: str) -> None:

@@ -283,6 +283,8 @@ def test_no_driver_is_named_for_cuda_and_auto(machine):
         get_backend("cuda")
     be = get_backend("auto")
     assert be.device == "cpu" and "auto chose the CPU" in be.reason and "driver" in be.reason
+    # The fact on every command's first line; the fix once, in nnx info.
+    assert "nvidia-smi" not in be.reason and be.reason.endswith("(nnx info says how to fix it)")
     assert _not_torch(backends.available()) == ["cpu"]
 
 

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "bench": ("nnx.bench", "time gradients (the default) or the whole training run"),
     "evaluate": ("nnx.cli.evaluate", "per-class accuracy and figures of a trained run"),
     "predict": ("nnx.cli.predict", "classify PNG or JPEG images of digits with a trained run"),
+    "search": ("nnx.cli.search", "the book's hyperparameter search (chapter 6) on Optuna"),
 }
 
 

@@ -18,7 +18,7 @@ from nnx.errors import InputError, positive_int, positive_number
 from nnx.gradcheck import MODES, gradient_check
 from nnx.layers import ACTIVATIONS
 from nnx.mnist import load_mnist
-from nnx.network import MultiLayerNet
+from nnx.network import VECTORIZED_FALLBACK, MultiLayerNet
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     program.add_hidden_argument(parser, [50], "hidden layer size(s) (default: 50)")
     a("--samples", type=int, default=32, help="coordinates per parameter in --mode sample "
       "(default: 32)")
+    a("--batch-norm", action="store_true", help="batch normalization after each hidden Affine "
+      "(the book's batch_norm_gradient_check.py)")
+    a("--dropout", type=float, default=0.0, metavar="R",
+      help="dropout of ratio R after each hidden activation, under one fixed mask")
+    a("--weight-decay", type=float, default=0.0, metavar="L", help="weight decay lambda")
     a("--tol", type=float, default=1e-5, help="relative error tolerance (default: 1e-5)")
     program.add_seed_argument(parser, "the initial weights and the sampled coordinates")
     program.add_data_arguments(parser)
@@ -48,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch {batch} is larger than the {x_train.shape[0]} training "
                          "images")
     net = MultiLayerNet(x_train.shape[1], args.hidden, 10, args.activation, 0.01, device=be,
-                        seed=args.seed)
+                        seed=args.seed, weight_decay_lambda=args.weight_decay,
+                        use_dropout=args.dropout > 0, dropout_ratio=args.dropout,
+                        use_batchnorm=args.batch_norm)
+    if net.extended and args.mode == "full":
+        print(f"note: {VECTORIZED_FALLBACK}")
     x, t = be.asarray(x_train[:batch], dtype="float64"), be.asarray(t_train[:batch])
     report = gradient_check(net, x, t, mode=args.mode, n_samples=args.samples, seed=args.seed,
                             tol=args.tol)

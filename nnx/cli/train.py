@@ -48,7 +48,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="initial weight scale: a number, 'he' or 'xavier' (default: 0.01)")
     a("--optimizer", default=d.optimizer, choices=tuple(OPTIMIZERS), help="default: sgd")
     program.add_hyper_arguments(parser)
-    program.add_seed_argument(parser, "the initial weights and the batches")
+    a("--weight-decay", type=float, default=d.weight_decay, metavar="L",
+      help="weight decay: L/2 * sum(W**2) added to the loss (default: 0, none)")
+    a("--dropout", type=float, default=d.dropout, metavar="R",
+      help="drop each hidden unit with probability R in training, in [0, 1) (default: 0)")
+    a("--batch-norm", action="store_true", help="batch normalization after each hidden Affine")
+    a("--val-split", type=float, default=d.val_split, metavar="F",
+      help="hold out this fraction of the training set, drawn with --seed, and report its "
+      "accuracy as val acc (default: 0)")
+    program.add_seed_argument(parser, "the initial weights, the batches, the dropout masks "
+                              "and the validation split")
     a("--eval-every", type=int, default=None,
       help="iterations between accuracy evaluations (default: one epoch)")
     program.add_data_arguments(parser)
@@ -104,7 +113,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         lr=_default_lr(args.optimizer) if args.lr is None else args.lr,
         hidden=tuple(args.hidden), activation=args.activation,
         weight_init_std=std, optimizer=args.optimizer, optimizer_options=options,
-        seed=args.seed, eval_every=args.eval_every,
+        seed=args.seed, eval_every=args.eval_every, weight_decay=args.weight_decay,
+        dropout=args.dropout, batch_norm=args.batch_norm, val_split=args.val_split,
     )
 
 

@@ -1,0 +1,115 @@
+"""The book's hyperparameter search (chapter 6) on Optuna: random search by default.
+
+Writes into --out: study.db (the study, unless --storage), search.json, best.txt, and the
+figures best_curves.png, history.png, importance.png. The same command again continues a
+stopped search; with --storage URL --study NAME, processes on many machines share a study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+from pathlib import Path
+
+from nnx import io, program, stops
+from nnx.errors import InputError, positive_int
+from nnx.search import SearchConfig
+
+SAMPLERS = ("random", "tpe")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    d = SearchConfig()
+    a = parser.add_argument
+    a("--trials", type=int, default=d.trials, help="trials in the study (default: 100)")
+    a("--epochs", type=int, default=d.epochs, help="epochs of each trial (default: 50)")
+    a("--images", type=int, default=d.images,
+      help="first training images used (default: 500, 20%% of them for validation)")
+    a("--sampler", choices=SAMPLERS, default=d.sampler,
+      help="random, as the book (default), or tpe")
+    a("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
+    a("--jobs", type=int, default=1, help="trials at once, the BLAS threads divided among them")
+    a("--storage", metavar="URL", help="a database URL (postgresql://...) shared by many "
+      "machines (default: a SQLite file in --out)")
+    a("--study", default="nnx-search", metavar="NAME", help="the study's name in the storage")
+    program.add_seed_argument(parser, "the validation split and the trials' weights")
+    program.add_data_arguments(parser)
+    program.add_out_argument(parser, "search", "the search", "search")
+
+
+def run(args: argparse.Namespace) -> int:
+    for flag in ("trials", "epochs", "images", "jobs"):
+        positive_int(f"--{flag}", getattr(args, flag))
+    from nnx import search
+
+    search.need_optuna()
+    config = SearchConfig(trials=args.trials, epochs=args.epochs, images=args.images,
+                          sampler=args.sampler, prune=args.prune, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').absolute()}"
+    study = search.open_study(config, storage, args.study)  # a bad storage fails first
+    print(f"study {args.study!r} in {search.masked(storage)}: {search.counted(study)} of "
+          f"{config.trials} trials done; {args.sampler} sampler, {args.jobs} job(s)")
+    start = time.perf_counter()
+    # The cores divided among the jobs, one BLAS thread each: a trial's matrices are small,
+    # and on two busy cores one thread runs them several times faster than two.
+    threads = 1
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_worker, args=(config, storage, args, threads))
+               for _ in range(args.jobs - 1)]
+    with stops.deferred() as noted:
+        for w in workers:
+            w.start()
+        _worker(config, storage, args, threads, noted.requested)
+        for w in workers:
+            if noted.requested():
+                w.terminate()  # SIGTERM: each marks its trial stopped
+            w.join()
+        study = search.open_study(config, storage, args.study)
+        _save(out, study, config)
+        print(f"{search.counted(study)} of {config.trials} trials done in "
+              f"{time.perf_counter() - start:.0f} s; results in {out}")
+        if noted.requested():
+            print("stopped; run the same command again to continue the search")
+            return 0
+    return 0
+
+
+def _worker(config: SearchConfig, storage: str, args: argparse.Namespace, threads: int,
+            stop=None) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from nnx import search
+    from nnx.mnist import load_mnist
+
+    (x, t), _ = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+    data = search.split_data(config, x, t)
+    study = search.open_study(config, storage, args.study)
+    with threadpool_limits(threads), stops.deferred() as noted:
+        search.work(config, study, data, stop or noted.requested, print)
+
+
+def _save(out: Path, study, config: SearchConfig) -> None:
+    from nnx import search
+    from nnx import search_plots as plots
+
+    best = search.best_trials(study, 20)
+    text = search.table(best)
+    print(text)
+    io.write_json(out / "search.json", search.to_json(study, config))
+    (out / "best.txt").write_text(text + "\n")
+    plots.plot_best_curves(best, out / "best_curves.png")
+    plots.plot_history([(t.number, t.value) for t in study.get_trials(deepcopy=False)
+                        if t.state.name == "COMPLETE"], out / "history.png")
+    if len(best) >= 2:
+        try:
+            import optuna
+
+            plots.plot_importance(optuna.importance.get_param_importances(study),
+                                  out / "importance.png")
+        except (ImportError, RuntimeError, ValueError) as exc:
+            print(f"no importance figure ({exc})")
+    if not best and not study.get_trials(deepcopy=False):
+        raise InputError("the search ran no trial")

@@ -1,0 +1,59 @@
+"""nnx search at a tiny scale: the study stored and continued, bad storage and a foreign
+study refused in one sentence, a diverging trial recorded as failed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from nnx.cli import main as nnx_main  # noqa: E402
+
+
+def _search(tmp_path, mnist_dir, *flags):
+    return nnx_main(["search", "--trials", "3", "--epochs", "2", "--out", str(tmp_path / "s"),
+                     "--data-dir", str(mnist_dir), "--no-download", *flags])
+
+
+def test_a_search_writes_its_results_and_a_second_run_continues_it(tmp_path, mnist_dir,
+                                                                   capsys):
+    assert _search(tmp_path, mnist_dir) == 0
+    out = tmp_path / "s"
+    for name in ("search.json", "best.txt", "best_curves.png", "history.png", "study.db"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "search.json").read_text())["counted"] == 3
+    assert _search(tmp_path, mnist_dir, "--trials", "5") == 0
+    trials = json.loads((out / "search.json").read_text())["trials"]
+    assert [t["number"] for t in trials] == [0, 1, 2, 3, 4]  # the first three kept, none twice
+
+
+def test_a_study_of_another_setting_is_refused(tmp_path, mnist_dir, capsys):
+    assert _search(tmp_path, mnist_dir) == 0
+    capsys.readouterr()
+    assert _search(tmp_path, mnist_dir, "--epochs", "3") == 2
+    assert "belongs to another search space" in capsys.readouterr().err
+
+
+def test_an_unreachable_storage_is_one_sentence_with_the_password_masked(tmp_path, mnist_dir,
+                                                                         capsys):
+    code = _search(tmp_path, mnist_dir, "--storage",
+                   "postgresql://me:secret@127.0.0.1:9/none")
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot reach the study storage" in err and "secret" not in err, err
+
+
+def test_a_diverging_trial_is_recorded_as_failed(tmp_path, mnist_dir, monkeypatch, capsys):
+    from nnx import search
+
+    monkeypatch.setitem(search.SPACE, "lr", (1e3, 1e4))  # far past any stable rate
+    assert _search(tmp_path, mnist_dir, "--trials", "2") == 0
+    trials = json.loads((tmp_path / "s" / "search.json").read_text())["trials"]
+    assert [t["state"] for t in trials] == ["FAIL", "FAIL"] and "diverged" in trials[0]
+
+
+@pytest.mark.skip(reason="two searches on one PostgreSQL study: not written yet; needs a "
+                  "PostgreSQL server on localhost")
+def test_two_processes_share_one_postgresql_study():
+    pass
