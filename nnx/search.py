@@ -51,7 +51,7 @@ def need_optuna() -> Any:
         import optuna
     except ImportError:
         raise InputError("nnx search needs Optuna: install it with pip install "
-                         "\"nnx[search]\" in nnx's folder") from None
+                         "\".[search]\" in nnx's folder") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 

@@ -51,9 +51,3 @@ def test_a_diverging_trial_is_recorded_as_failed(tmp_path, mnist_dir, monkeypatc
     assert _search(tmp_path, mnist_dir, "--trials", "2") == 0
     trials = json.loads((tmp_path / "s" / "search.json").read_text())["trials"]
     assert [t["state"] for t in trials] == ["FAIL", "FAIL"] and "diverged" in trials[0]
-
-
-@pytest.mark.skip(reason="two searches on one PostgreSQL study: not written yet; needs a "
-                  "PostgreSQL server on localhost")
-def test_two_processes_share_one_postgresql_study():
-    pass

@@ -251,3 +251,17 @@ def test_torch_cuda_times_with_reused_events_on_its_stream(monkeypatch):
             clock[0] += 100.0  # between intervals: never counted
         assert timer.drain() == pytest.approx([0.002, 0.005])
     assert len(made) == 4 and timer.drain() == []
+
+
+def test_nnx_search_without_optuna_names_the_extra(tmp_path):
+    """Optional libraries are one sentence when missing: Optuna for nnx search, as PyTorch
+    for the torch devices above."""
+    hide = "import sys; sys.modules['optuna'] = None; "
+    code = (f"{hide}import sys; from nnx.cli import entry; sys.argv = ['nnx', *sys.argv[1:]]; "
+            "entry()")
+    proc = subprocess.run([sys.executable, "-c", code, "search", "--trials", "1", "--out",
+                           str(tmp_path / "s")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    line = _one_sentence(proc, "search")
+    assert 'nnx search needs Optuna: install it with pip install ".[search]"' in line
+    assert not (tmp_path / "s").exists()
