@@ -17,7 +17,7 @@ import pytest
 
 import backends
 import nnx
-from backends import BackendError, _cuda, get_backend
+from backends import BackendError, _cuda, cuda_setup, get_backend
 from nnx.training import TrainConfig, train
 from tests.standin_cupy import STRICT_DEVICES, StandInCupy, activate
 
@@ -522,16 +522,16 @@ def test_two_cupy_wheels_are_named_by_the_diagnosis(tmp_path, monkeypatch):
         (info / "METADATA").write_text(
             f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 14.2.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    wheels = _cuda.installed_wheels()
+    wheels = cuda_setup.installed_wheels()
     assert "cupy-cuda12x 14.2.0" in wheels and "cupy-cuda13x 14.2.0" in wheels
-    found = _cuda.diagnose()
+    found = cuda_setup.diagnose()
     assert found[0]["finding"].startswith("several CuPy wheels are installed at once: ")
     assert "cupy-cuda12x 14.2.0" in found[0]["finding"] and "pip uninstall" in found[0]["fix"]
 
 
 def test_no_cupy_is_one_finding_with_the_install_command(monkeypatch):
-    monkeypatch.setattr(_cuda, "installed_wheels", lambda: [])
-    (found,) = _cuda.diagnose()
+    monkeypatch.setattr(cuda_setup, "installed_wheels", lambda: [])
+    (found,) = cuda_setup.diagnose()
     assert not found["ok"] and found["finding"].startswith("CuPy is not installed")
     assert 'pip install ".[cuda12]"' in found["fix"]
 
@@ -539,26 +539,26 @@ def test_no_cupy_is_one_finding_with_the_install_command(monkeypatch):
 def test_a_kernel_cache_that_cannot_be_written_is_found(machine, tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert _cuda.kernel_cache_problem(str(tmp_path / "cache" / "kernels")) == ""
-    why = _cuda.kernel_cache_problem(str(blocker / "kernels"))
+    assert cuda_setup.kernel_cache_problem(str(tmp_path / "cache" / "kernels")) == ""
+    why = cuda_setup.kernel_cache_problem(str(blocker / "kernels"))
     assert why == f"the kernel cache directory {blocker / 'kernels'} is not a directory ({blocker})"
     monkeypatch.setattr("os.access", lambda path, mode: False)  # a read-only mount
-    why = _cuda.kernel_cache_problem(str(tmp_path))
+    why = cuda_setup.kernel_cache_problem(str(tmp_path))
     assert why == f"the kernel cache directory {tmp_path} is not writable ({tmp_path})"
     monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
     machine(devices=1)  # CuPy imports (without it the diagnosis stops at its absence)
-    monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
-    monkeypatch.setattr(_cuda, "load_library", lambda name: "")
-    found = _cuda.diagnose()
+    monkeypatch.setattr(cuda_setup, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    monkeypatch.setattr(cuda_setup, "load_library", lambda name: "")
+    found = cuda_setup.diagnose()
     cache = next(f for f in found if "kernel cache" in f["finding"])
     assert not cache["ok"] and "CUPY_CACHE_DIR" in cache["fix"]
 
 
 def test_the_diagnosis_of_a_working_gpu_times_its_first_kernels(machine, monkeypatch):
     machine(devices=1)
-    monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
-    monkeypatch.setattr(_cuda, "load_library", lambda name: "")
-    found = _cuda.diagnose()
+    monkeypatch.setattr(cuda_setup, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    monkeypatch.setattr(cuda_setup, "load_library", lambda name: "")
+    found = cuda_setup.diagnose()
     assert _problems(found) == []
     assert any(f["finding"].startswith("cuda:0: the self-test's first kernels compiled and ran "
                                        "in ") for f in found)
@@ -568,10 +568,10 @@ def test_the_diagnosis_of_a_working_gpu_times_its_first_kernels(machine, monkeyp
 
 def test_the_diagnosis_names_an_old_driver_and_missing_libraries(machine, monkeypatch):
     machine(devices=1, driver=12080, runtime=13000)
-    monkeypatch.setattr(_cuda, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
-    monkeypatch.setattr(_cuda, "load_library", lambda name: f"ImportError: lib{name}.so.13")
+    monkeypatch.setattr(cuda_setup, "installed_wheels", lambda: ["cupy-cuda13x 14.2.0"])
+    monkeypatch.setattr(cuda_setup, "load_library", lambda name: f"ImportError: lib{name}.so.13")
     monkeypatch.delenv("CUDA_PATH", raising=False)
-    problems = _problems(_cuda.diagnose())
+    problems = _problems(cuda_setup.diagnose())
     assert "this CuPy needs CUDA 13.0; the driver supports CUDA 12.8" in problems
     assert "NVRTC (compiles CuPy's kernels) does not load: ImportError: libnvrtc.so.13" in problems
     assert "cuBLAS (matrix products) does not load: ImportError: libcublas.so.13" in problems
