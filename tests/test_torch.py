@@ -205,7 +205,8 @@ def test_a_run_moves_between_pytorch_and_numpy(mnist, tmp_path, first, then):
     stopped = train(config, data, stop=lambda: calls.append(1) or len(calls) > 45, **quiet)
     rundir.save_checkpoint(tmp_path, stopped.checkpoint)  # through the file, as --resume does
     config.device = then
-    moved = train(config, data, resume=rundir.load_checkpoint(tmp_path), **quiet)
+    checkpoint = rundir.load_checkpoint(tmp_path, config, [784, *config.hidden, 10])
+    moved = train(config, data, resume=checkpoint, **quiet)
     assert moved.net.backend.device == then and len(moved.history["loss"]) == 90
     for key, want in alone.net.params.items():
         got = moved.net.backend.to_numpy(moved.net.params[key])
