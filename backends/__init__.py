@@ -8,7 +8,7 @@ One :class:`Backend` subclass per library (NumPy, CuPy, PyTorch, array-api-stric
 registry (:data:`LIBRARIES`), one parser of device strings (:func:`parse_device`).
 """
 
-from backends.base import Backend, BackendError, DeviceSpec, time_calls
+from backends.base import Backend, BackendError, DeviceSpec
 from backends.core import (
     ACCEPTED,
     ENV_VAR,
@@ -25,6 +25,7 @@ from backends.core import (
 )
 from backends.host import host_memory_free, small_pages
 from backends.info import machine_info
+from backends.timing import time_calls
 
 __all__ = [
     "ACCEPTED",

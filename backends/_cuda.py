@@ -16,7 +16,7 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from backends import base
+from backends import timing
 
 INSTALL_HINT = ('install it with pip install ".[cuda12]" in nnx\'s folder (".[cuda13]" for '
                 "CUDA 13 drivers)")
@@ -251,7 +251,7 @@ def synchronize(index: int) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
 
-class EventTimer(base.EventTimer):
+class EventTimer(timing.EventTimer):
     """Intervals measured by pairs of CUDA events recorded on one device's current stream.
 
     An interval is the GPU time between its two events on the stream: the work queued

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from backends import _cuda
-from backends.base import Backend, BackendError, DeviceSpec, IntervalTimer
+from backends.base import Backend, BackendError, DeviceSpec
+from backends.timing import IntervalTimer
 
 
 class CupyBackend(Backend):

@@ -16,17 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import (
-    Backend,
-    BackendError,
-    DeviceSpec,
-    EventTimer,
-    HostTimer,
-    IntervalTimer,
-)
+from backends.base import Backend, BackendError, DeviceSpec
+from backends.timing import EventTimer, HostTimer, IntervalTimer
 
 INSTALL_HINT = 'install it with pip install ".[torch]" in nnx\'s folder'
-KINDS = ("cpu", "cuda", "mps")
 
 
 @functools.lru_cache(maxsize=1)

@@ -86,3 +86,19 @@ def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(f"{name} must be a number, got {value!r}")
     return float(value)
+
+
+def check_weight_decay(value: Any) -> float:
+    """``value`` as a float if it is a finite number >= 0, else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not (value >= 0 and math.isfinite(value)):
+        raise InputError(f"weight decay must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_dropout(value: Any) -> float:
+    """``value`` as a float if it lies in [0, 1), else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not 0.0 <= value < 1.0:
+        raise InputError(f"the dropout ratio must be in [0, 1), got {value!r}")
+    return float(value)

@@ -14,8 +14,6 @@ checked where the data enter (the loader, :func:`nnx.training.train`, the CLI).
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -23,8 +21,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from backends import Backend, get_backend
-from nnx.errors import InputError, non_negative_int, one_of
+from nnx.errors import InputError, check_dropout, check_weight_decay, one_of
+from nnx.initialization import generator, init_std
 from nnx.layers import ACTIVATIONS, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
+from nnx.netchecks import NetChecks
+from nnx.netchecks import on_device as _on_device
 
 Array = Any
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,18 +33,7 @@ METHODS = ("vectorized", "loop")
 PREDICT_CHUNK = 10_000  # rows per pass of predict_labels: the hidden activations stay small
 
 
-def _on_device(method: F) -> F:
-    """Run ``method`` with the net's device current (CuPy computes on the current device)."""
-
-    @functools.wraps(method)
-    def run(self: MultiLayerNet, *args: Any, **kwargs: Any) -> Any:
-        with self.backend.scope():
-            return method(self, *args, **kwargs)
-
-    return run  # type: ignore[return-value]
-
-
-class MultiLayerNet:
+class MultiLayerNet(NetChecks):
     """Affine -> activation -> ... -> Affine -> SoftmaxWithLoss, with any hidden sizes.
 
     ``weight_init_std`` is a standard deviation, or "he" (sqrt(2/fan_in), for ReLU) or
@@ -88,11 +78,11 @@ class MultiLayerNet:
         self.backend = get_backend(device, dtype)
         self.activation = activation
         self.sizes = [int(s) for s in sizes]
-        rng = _generator(seed)
+        rng = generator(seed)
         self.params: dict[str, Array] = {}
         for k in range(1, len(sizes)):
             fan_in, fan_out = sizes[k - 1], sizes[k]
-            std = _init_std(weight_init_std, fan_in)
+            std = init_std(weight_init_std, fan_in)
             w = rng.standard_normal((fan_in, fan_out)) * std  # float64 on the host
             self.params[f"W{k}"] = self.backend.asarray(w, dtype=self.dtype)
             self.params[f"b{k}"] = self.backend.asarray(np.zeros(fan_out), dtype=self.dtype)
@@ -260,27 +250,6 @@ class MultiLayerNet:
         self._forward(x)
         return [(layer.x, layer.out) for layer in self.affines]
 
-    def check_layers(self) -> None:
-        """The trace contract, stated once: the layers are this net's own, Affine (then batch
-        norm where the net has it), its activation (then dropout) in turn, then
-        SoftmaxWithLoss: the numerical gradient and the gradient check rebuild and trace
-        exactly those (the vectorised numerical gradient and the kink report only a net of
-        Affine and activation alone: one with batch norm or dropout takes the loop). A net
-        whose layers were changed is refused with a sentence, never differentiated as if it
-        had not been."""
-        act = ACTIVATIONS[self.activation].layer
-        hidden = [Affine, *[BatchNormalization] * self.use_batchnorm, act,
-                  *[Dropout] * self.use_dropout]
-        want = hidden * (self.n_affine - 1) + [Affine]
-        own = [layer for layer in self.layers if isinstance(layer, Affine)]
-        if [type(layer) for layer in self.layers] != want or own != self.affines \
-                or type(self.last_layer) is not SoftmaxWithLoss:
-            found = "-".join(type(layer).__name__ for layer in [*self.layers, self.last_layer])
-            raise InputError(f"this net's layers ({found}) are not its own Affine and "
-                             f"{act.__name__} in turn, which its numerical gradient and the "
-                             "gradient check assume; differentiate its loss with the book's "
-                             "loop, nnx.numerical_gradient(lambda _: net.loss(x, t), param)")
-
     @_on_device
     def numerical_gradient(
         self, x: Array, t: Array, method: str = "vectorized", h: float = 1e-4,
@@ -344,42 +313,6 @@ class MultiLayerNet:
                 theirs.mask = be.xp.astype(mine.mask, be.dtype, copy=True)
         return clone
 
-    @_on_device
-    def check_values(self, x: Array, t: Array) -> None:
-        """The batch checks plus its values: labels in range, no NaN or infinite pixels.
-
-        One read from the device; :class:`InputError` naming the fault.
-        """
-        self._check_t(x, t)
-        xp, n_out = self.xp, self.sizes[-1]
-        checks = [xp.all(xp.isfinite(x))]
-        if t.ndim == 1 and t.shape[0]:
-            checks.insert(0, xp.all((t >= 0) & (t < n_out)))
-        ok = self.backend.to_numpy(xp.stack(checks))
-        if not ok[0] and len(checks) == 2:
-            raise InputError(f"t has labels outside 0..{n_out - 1}")
-        if not ok[-1]:
-            raise InputError("x contains NaN or infinite values")
-
-    def _check_x(self, x: Array) -> None:
-        self.backend.check(x, "x")
-        n_in = self.sizes[0]
-        if x.ndim < 2 or math.prod(x.shape[1:]) != n_in:
-            raise InputError(f"x has shape {tuple(x.shape)}; expected (N, {n_in})")
-
-    def _check_t(self, x: Array, t: Array) -> None:
-        self._check_x(x)
-        self.backend.check(t, "t")
-        n, n_out = x.shape[0], self.sizes[-1]
-        if n == 0:
-            raise InputError("the batch is empty: x has no rows")
-        if t.ndim == 1:
-            if t.shape[0] != n:
-                raise InputError(f"t has {t.shape[0]} labels for {n} rows of x")
-            if not _integral(self.xp, t.dtype):
-                raise InputError(f"t has dtype {t.dtype}; class indices must be integers")
-        elif t.ndim != 2 or tuple(t.shape) != (n, n_out):
-            raise InputError(f"t has shape {tuple(t.shape)}; expected ({n},) or ({n}, {n_out})")
 
 
 VECTORIZED_FALLBACK = ("the vectorised numerical gradient covers nets of Affine and "
@@ -389,22 +322,6 @@ VECTORIZED_FALLBACK = ("the vectorised numerical gradient covers nets of Affine 
 
 class NumericalFallback(UserWarning):
     """The numerical gradient used the loop method instead of the vectorised one."""
-
-
-def check_weight_decay(value: Any) -> float:
-    """``value`` as a float if it is a finite number >= 0, else :class:`InputError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (value >= 0 and math.isfinite(value)):
-        raise InputError(f"weight decay must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def check_dropout(value: Any) -> float:
-    """``value`` as a float if it lies in [0, 1), else :class:`InputError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= value < 1.0:
-        raise InputError(f"the dropout ratio must be in [0, 1), got {value!r}")
-    return float(value)
 
 
 class TwoLayerNet(MultiLayerNet):
@@ -426,32 +343,3 @@ class TwoLayerNet(MultiLayerNet):
         )
 
 
-_INTEGRAL: dict[tuple, bool] = {}  # (type, dtype) -> is it an integer dtype
-
-
-def _integral(xp: Any, dtype: Any) -> bool:
-    key = (type(dtype), dtype)  # the type first: strict dtypes warn when compared to NumPy's
-    known = _INTEGRAL.get(key)
-    if known is None:
-        known = _INTEGRAL[key] = bool(xp.isdtype(dtype, "integral"))
-    return known
-
-
-def _generator(seed: Any) -> np.random.Generator:
-    """A host Generator for ``seed``: None, a non-negative int or a SeedSequence."""
-    if seed is not None and not isinstance(seed, np.random.SeedSequence):
-        non_negative_int("seed", seed, or_none=True)
-    return np.random.default_rng(seed)
-
-
-def _init_std(spec: float | str, fan_in: int) -> float:
-    if isinstance(spec, str):
-        if spec.lower() == "he":
-            return math.sqrt(2.0 / fan_in)
-        if spec.lower() == "xavier":
-            return math.sqrt(1.0 / fan_in)
-        raise InputError(f"unknown weight_init_std {spec!r}: expected a number, 'he' or 'xavier'")
-    numeric = isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool)
-    if not (numeric and spec > 0 and math.isfinite(spec)):
-        raise InputError(f"weight_init_std must be a positive number, got {spec}")
-    return float(spec)

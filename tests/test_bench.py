@@ -294,7 +294,7 @@ def test_nnx_bench_on_the_cpu_times_the_references(tmp_path):
 
 
 def test_peer_without_torch_says_not_installed(monkeypatch):
-    from nnx.bench.cases import torch_status
+    from nnx.bench.peers import torch_status
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     assert torch_status(get_backend("cpu")) == (None, "not installed")

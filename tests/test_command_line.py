@@ -188,13 +188,13 @@ def test_an_optimizer_is_one_class_and_its_flags_follow(monkeypatch):
 def test_the_seed_is_checked_by_one_validator(where, monkeypatch):
     import argparse
 
-    from nnx import errors, network, program
+    from nnx import config, errors, initialization, network, program
 
     calls = []
     real = errors.non_negative_int
     monkeypatch.setattr(errors, "non_negative_int",
                         lambda *a, **k: calls.append(a) or real(*a, **k))
-    for module in (network, __import__("nnx.training").training):
+    for module in (initialization, config):  # where the net's and the run's seeds are checked
         monkeypatch.setattr(module, "non_negative_int", errors.non_negative_int)
     if where == "network":
         network.TwoLayerNet(4, 3, 2, seed=5)

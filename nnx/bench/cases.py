@@ -1,4 +1,4 @@
-"""What the benchmarks time: the book's batch and net, the sampled loop, the PyTorch peer.
+"""What the benchmarks time: the book's batch and net, the sampled loop.
 
 The batch is real MNIST training images when a directory is given, else a synthetic batch
 with MNIST's sparsity. Every random choice comes from a seeded host NumPy Generator, so a
@@ -160,53 +160,3 @@ def time_full_loop(backend: Backend, net: TwoLayerNet, x: Any, t: Any) -> Row:
 def max_abs_diff(a: dict[str, Any], b: dict[str, np.ndarray]) -> float:
     """The largest ``|a[k] - b[k]|`` over the host arrays of ``b``'s parameters."""
     return max(float(np.max(np.abs(np.asarray(a[k]) - b[k]))) for k in b)
-
-
-# -- the PyTorch peer -------------------------------------------------------------------
-def torch_status(be: Backend) -> tuple[Any, str]:
-    """(the torch module, "") when a PyTorch peer can run on the hardware of backend ``be``,
-    else (None, why)."""
-    device = be.hardware
-    if device is None:
-        return None, f"no PyTorch device stands for {be.device}"
-    try:
-        import torch
-    except ImportError:
-        return None, "not installed"
-    except Exception as exc:  # a broken install can raise anything at import time
-        return None, f"failed to import ({type(exc).__name__})"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        return None, f"PyTorch {torch.__version__} sees no CUDA device"
-    if device == "mps" and not torch.backends.mps.is_available():
-        return None, f"PyTorch {torch.__version__} has no MPS device"
-    return torch, ""
-
-
-class TorchStep:
-    """The same net, weights and batch in PyTorch; ``step()`` is loss + autograd backward."""
-
-    def __init__(self, torch: Any, net: TwoLayerNet, batch: HostBatch, device: str) -> None:
-        dtype = torch.float64 if net.xp.float64 == net.dtype else torch.float32
-        self.torch, self.device, self.version = torch, torch.device(device), torch.__version__
-        self.params = {k: torch.tensor(net.backend.to_numpy(v), dtype=dtype, device=self.device,
-                                       requires_grad=True) for k, v in net.params.items()}
-        self.x = torch.tensor(batch.x, dtype=dtype, device=self.device)
-        self.t = torch.tensor(batch.t, dtype=torch.int64, device=self.device)
-
-    def step(self) -> dict[str, Any]:
-        torch, p = self.torch, self.params
-        for v in p.values():
-            v.grad = None
-        hidden = torch.relu(self.x @ p["W1"] + p["b1"])
-        torch.nn.functional.cross_entropy(hidden @ p["W2"] + p["b2"], self.t).backward()
-        return {k: v.grad for k, v in p.items()}
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-        elif self.device.type == "mps":
-            self.torch.mps.synchronize()
-
-    def host_grads(self) -> dict[str, np.ndarray]:
-        """The gradients of one step, as host arrays."""
-        return {k: v.detach().cpu().numpy() for k, v in self.step().items()}

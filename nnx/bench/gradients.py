@@ -28,7 +28,7 @@ import numpy as np
 import backends
 from backends import Backend, get_backend
 from nnx import io
-from nnx.bench import cases, report, sweep
+from nnx.bench import cases, peers, report, sweep
 from nnx.bench.refs import BookStyleNet, fused_step
 from nnx.bench.timing import Case, Check, CpuWatch, Row, Stats, cuda_event_times, ratio, time_rows
 from nnx.errors import InputError, non_negative_int, positive_int, positive_number
@@ -217,11 +217,11 @@ def companions(be: Backend, net: Any, host: cases.HostBatch,
                  Case.on(be, fused), fused),
                 (Row(be.device, "ref_book", "ref: book-style layers, one-hot labels"),
                  Case.on(be, layered), layered)]
-    torch, why = (None, "skipped (--no-peer)") if args.no_peer else cases.torch_status(be)
+    torch, why = (None, "skipped (--no-peer)") if args.no_peer else peers.torch_status(be)
     if torch is None:
         return [*out, (Row(be.device, "peer_torch", "peer: PyTorch autograd", note=why),
                        None, None)]
-    step = cases.TorchStep(torch, net, host, be.hardware)
+    step = peers.TorchStep(torch, net, host, be.hardware)
     threads = f", {torch.get_num_threads()} threads" if be.hardware == "cpu" else ""
     return [*out, (Row(be.device, "peer_torch", f"peer: PyTorch {step.version} autograd{threads}"),
                    Case(step.step, step.sync), step.host_grads)]

@@ -1,7 +1,8 @@
-"""The book's training job in the frameworks people compare nnx with: PyTorch and JAX.
+"""The frameworks people compare nnx with, PyTorch and JAX, as peers: the book's training job
+in each, and PyTorch's autograd step beside ``nnx bench``'s backprop.
 
 Peers, not dependencies: each runs only where its library is installed, and otherwise its
-row says why. Each does what :func:`nnx.bench.refs.fused_training` does -- the same
+row says why. Each training job does what :func:`nnx.bench.refs.fused_training` does -- the same
 initial weights (:func:`~nnx.bench.refs.init_params`), batches of 100 drawn with
 replacement from the same seeded Generator, SGD at 0.1, accuracy on both sets every 600
 iterations and at the end -- in the framework's own idiom: PyTorch's autograd and in-place
@@ -16,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from backends import Backend
+from nnx.bench.cases import HostBatch
 from nnx.bench.refs import init_params
+from nnx.network import TwoLayerNet
 
 Job = Callable[[Any, int, int], float]
 
@@ -112,6 +116,53 @@ def jax_training(jax: Any, dtype: str) -> Job:
             jax.config.update("jax_enable_x64", before)
 
     return job
+
+
+# -- the PyTorch peer -------------------------------------------------------------------
+def torch_status(be: Backend) -> tuple[Any, str]:
+    """(the torch module, "") when a PyTorch peer can run on the hardware of backend ``be``,
+    else (None, why)."""
+    device = be.hardware
+    if device is None:
+        return None, f"no PyTorch device stands for {be.device}"
+    torch, why = status("torch")
+    if torch is None:
+        return None, why
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return None, f"PyTorch {torch.__version__} sees no CUDA device"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return None, f"PyTorch {torch.__version__} has no MPS device"
+    return torch, ""
+
+
+class TorchStep:
+    """The same net, weights and batch in PyTorch; ``step()`` is loss + autograd backward."""
+
+    def __init__(self, torch: Any, net: TwoLayerNet, batch: HostBatch, device: str) -> None:
+        dtype = torch.float64 if net.xp.float64 == net.dtype else torch.float32
+        self.torch, self.device, self.version = torch, torch.device(device), torch.__version__
+        self.params = {k: torch.tensor(net.backend.to_numpy(v), dtype=dtype, device=self.device,
+                                       requires_grad=True) for k, v in net.params.items()}
+        self.x = torch.tensor(batch.x, dtype=dtype, device=self.device)
+        self.t = torch.tensor(batch.t, dtype=torch.int64, device=self.device)
+
+    def step(self) -> dict[str, Any]:
+        torch, p = self.torch, self.params
+        for v in p.values():
+            v.grad = None
+        hidden = torch.relu(self.x @ p["W1"] + p["b1"])
+        torch.nn.functional.cross_entropy(hidden @ p["W2"] + p["b2"], self.t).backward()
+        return {k: v.grad for k, v in p.items()}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            self.torch.mps.synchronize()
+
+    def host_grads(self) -> dict[str, np.ndarray]:
+        """The gradients of one step, as host arrays."""
+        return {k: v.detach().cpu().numpy() for k, v in self.step().items()}
 
 
 PEERS: dict[str, Callable[[Any, str], Job]] = {"torch": torch_training, "jax": jax_training}
