@@ -184,8 +184,12 @@ class Backend:
 
     def warm_up(self, fn: Callable[[], Any]) -> None:
         """Pay the device's one-time costs (library handles, first kernel compilations) by
-        running ``fn`` once, untimed, before the work is timed: what a GPU does; a CPU has
-        no such costs worth a call."""
+        running ``fn`` once, untimed, before the work is timed, on a GPU; a CPU has no such
+        costs worth a call."""
+        if self.is_gpu:
+            with self.scope():
+                fn()
+            self.synchronize()
 
     def time(self, fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> np.ndarray:
         """Seconds per call of ``fn``: warm-up first, then ``repeat`` timed calls.

@@ -81,11 +81,6 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         _cuda.synchronize(self.index)
 
-    def warm_up(self, fn: Any) -> None:
-        with self.scope():
-            fn()
-        self.synchronize()
-
     def interval_timer(self) -> IntervalTimer:
         return _cuda.EventTimer(self.index)
 

@@ -189,12 +189,6 @@ class TorchBackend(Backend):
         elif self.kind == "mps":
             self._torch.mps.synchronize()
 
-    def warm_up(self, fn: Any) -> None:
-        if self.is_gpu:
-            with self.scope():
-                fn()
-            self.synchronize()
-
     def interval_timer(self) -> IntervalTimer:
         if self.kind == "cuda":
             return _EventTimer(self._torch, self.index)
