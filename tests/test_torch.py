@@ -266,3 +266,23 @@ def test_nnx_search_without_optuna_names_the_extra(tmp_path):
     line = _one_sentence(proc, "search")
     assert 'nnx search needs Optuna: install it with pip install ".[search]"' in line
     assert not (tmp_path / "s").exists()
+
+
+@needs_torch
+def test_the_numerical_gradient_is_refused_where_float64_is_missing():
+    """MPS has no float64, which the numerical gradient computes in: one sentence naming
+    another device, never a library error. Shown on torch:cpu marked as MPS marks itself."""
+    import copy
+
+    from nnx.errors import InputError
+    from nnx.network import TwoLayerNet
+
+    be = copy.copy(get_backend("torch:cpu", "float32"))
+    be.float64 = False  # what torch:mps says of itself
+    net = TwoLayerNet(6, 4, 3, device=be, seed=0)
+    x, t = be.asarray(np.ones((2, 6)), dtype="float32"), be.asarray(np.array([0, 2]))
+    assert set(net.gradient(x, t)) == {"W1", "b1", "W2", "b2"}  # backprop needs no float64
+    with pytest.raises(InputError, match=r"^the numerical gradient computes in float64, which "
+                                         r"torch:cpu \(torch\) does not have; compute it on "
+                                         r"another device \(--device cpu\)$"):
+        net.numerical_gradient(x, t)
