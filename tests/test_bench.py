@@ -396,7 +396,7 @@ def test_nnx_bench_training(tmp_path, mnist_dir):
     assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
     assert stdout.count("run 2/2  ") == 5
     data = json.loads((tmp_path / "bench_training.json").read_text())
-    assert data["schema"] == "nnx-bench-training/2"
+    assert data["schema"] == "nnx-bench-training/3"
     rows = {r["label"]: r for r in data["rows"]}
     assert set(rows) == {"nnx (cpu, float64)", "nnx (cpu, float32)", "book-style loop (NumPy)",
                          "fused NumPy loop", "nnx train process (cpu, float64)"}
@@ -421,6 +421,10 @@ def test_nnx_bench_training(tmp_path, mnist_dir):
         assert f["looped_seconds"] > 0
         assert f["training_over_looped"] == pytest.approx(
             float(np.median(f["training_s"])) / f["looped_seconds"])
+        same = f["steps_threads"]  # the floor again, the steps' products on the run's threads
+        assert same["seconds"] > 0 and same["looped_seconds"] > 0
+        assert same["training_over_looped"] == pytest.approx(
+            float(np.median(f["training_s"])) / same["looped_seconds"])
     assert [f["dtype"] for f in data["floors"]] == ["float64", "float32"]
     # The whole process outlasts the training it reports (it loads, converts and saves too).
     process = data["process_over_training"]
@@ -578,3 +582,41 @@ def test_cli_and_bench_import_each_other_only_through_the_subcommand_table():
     from nnx.cli import SUBCOMMANDS
 
     assert SUBCOMMANDS["bench"][0] == "nnx.bench"  # the one way in, imported by name
+
+
+def test_nnx_bench_threads_times_each_workload_in_both_settings(tmp_path, mnist_dir,
+                                                                 monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    stdout = ok(run("-m", "nnx.cli", "bench", "threads", "--data-dir", str(mnist_dir),
+                    "--repeat", "2", "--out", str(tmp_path)))
+    data = json.loads((tmp_path / "bench_threads.json").read_text())
+    assert data["schema"] == "nnx-bench-threads/1" and data["user_threads"] == {}
+    assert [r["command"] for r in data["rows"]] == [
+        "nnx train", "nnx train, nnx evaluate", "nnx train --grad numerical", "nnx gradcheck"]
+    assert [r["nnx_choice"] for r in data["rows"]] == ["one thread"] + ["every thread"] * 3
+    for r in data["rows"]:
+        q = r["quiet"]
+        assert "busy" not in r and len(q["one_thread_times"]) == len(q["every_thread_times"]) == 2
+        assert q["every_over_one"] == pytest.approx(q["every_thread_s"] / q["one_thread_s"])
+        lo, hi = q["every_over_one_range"]
+        assert lo <= q["every_over_one"] <= hi
+        assert q["winner"] == ("one thread" if q["every_over_one"] > 1 else "every thread")
+    assert "| training step (batch 100) | nnx train | quiet |" in stdout
+    assert (tmp_path / "bench_threads.md").read_text().startswith("# BLAS threads")
+
+
+def test_nnx_bench_threads_says_when_the_user_chose_the_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    stdout = ok(run("-m", "nnx.cli", "bench", "threads", "--repeat", "1", "--out",
+                    str(tmp_path)))
+    assert "the environment sets OPENBLAS_NUM_THREADS=1: nnx keeps that setting" in stdout
+    assert "synthetic" in stdout  # no --data-dir: images like MNIST's
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "two")
+    line = one_line_error(run("-m", "nnx.cli", "bench", "threads", "--out", str(tmp_path / "x")))
+    assert line.startswith("nnx bench threads: error: OPENBLAS_NUM_THREADS='two' is not a number")
+    assert not (tmp_path / "x").exists()
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    line = one_line_error(run("-m", "nnx.cli", "bench", "threads", "--repeat", "0", "--out",
+                              str(tmp_path / "x")))
+    assert line == "nnx bench threads: error: --repeat must be a positive integer, got 0"
+    assert not (tmp_path / "x").exists()

@@ -25,6 +25,7 @@ ratio is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -50,7 +51,12 @@ from nnx.mnist import load_mnist
 from nnx.program import add_data_arguments, add_out_argument
 from nnx.training import TrainConfig, train
 
-SCHEMA = "nnx-bench-training/2"
+SCHEMA = "nnx-bench-training/3"
+FLOOR_THREADS = (
+    "The floor's products run on every BLAS thread. The run's steps take theirs on the "
+    "threads nnx gives them (NumPy: one, unless the environment sets the threads), so the last "
+    "two columns time the gathered products on those threads too: what the run could at best "
+    "reach with the threads it uses.")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -102,11 +108,13 @@ def nnx_process(device: str, dtype: str, args: argparse.Namespace,
 
 
 def floor(be: Any, iters: int, rows: int, x_train: Any = None, batch: int = 100,
-          hidden: int = 50) -> dict[str, Any]:
+          hidden: int = 50, steps: Callable[[], Any] = contextlib.nullcontext) -> dict[str, Any]:
     """Seconds of the run's products alone: each timed at its shape (median of many calls,
     the device synchronised) times how often the run makes it; and, given ``x_train``
     (host images), of the same products made in a loop on batches gathered as the run
-    gathers them (fresh random rows each step), with nothing else."""
+    gathers them (fresh random rows each step), with nothing else. A step's products run
+    inside ``steps()`` (``be.small_work``: the threads nnx gives them), an evaluation's
+    on every thread, as in the run."""
     xp, rng = be.xp, np.random.default_rng(0)
 
     def a(*shape: int) -> Any:
@@ -119,7 +127,8 @@ def floor(be: Any, iters: int, rows: int, x_train: Any = None, batch: int = 100,
     step = {"x @ W1": lambda: xp.matmul(x, w1), "x.T @ dZ1": lambda: xp.matmul(x.T, d1),
             "Z1 @ W2": lambda: xp.matmul(z, w2), "Z1.T @ dY": lambda: xp.matmul(z.T, dy),
             "dY @ W2.T": lambda: xp.matmul(dy, w2.T)}
-    each = {k: float(np.median(be.time(f, repeat=200, warmup=20))) for k, f in step.items()}
+    with steps():
+        each = {k: float(np.median(be.time(f, repeat=200, warmup=20))) for k, f in step.items()}
     # An evaluation's products in the order nnx takes them (W.T @ x.T: the faster one).
     evaluation = sum(float(np.median(be.time(f, repeat=10, warmup=2))) for f in
                      (lambda: xp.matmul(w1.T, xe.T), lambda: xp.matmul(w2.T, ze.T))) \
@@ -137,8 +146,9 @@ def floor(be: Any, iters: int, rows: int, x_train: Any = None, batch: int = 100,
                 xp.matmul(xb, w1), xp.matmul(xb.T, d1), xp.matmul(z, w2), xp.matmul(z.T, dy)
                 xp.matmul(dy, w2.T)
 
-        out["looped_seconds"] = float(be.time(looped, repeat=1, warmup=0)[0]) \
-            + evals * evaluation
+        with steps():
+            out["looped_seconds"] = float(be.time(looped, repeat=1, warmup=0)[0]) \
+                + evals * evaluation
     return out
 
 
@@ -204,11 +214,16 @@ def run(args: argparse.Namespace) -> int:
         n_eval = data[0][0].shape[0] + data[1][0].shape[0]
         floors = []
         for be, loop in zip(nnx_devices, loops, strict=True):
-            with be.scope():
+            with be.scope():  # the products on every thread, then as the run threads them
                 f = floor(be, iters, n_eval, data[0][0])
-            f["training_s"] = loop
-            f["training_over_floor"] = float(np.median(loop)) / f["seconds"]
-            f["training_over_looped"] = float(np.median(loop)) / f["looped_seconds"]
+                same = floor(be, iters, n_eval, data[0][0], steps=be.small_work)
+            f["training_s"], mid = loop, float(np.median(loop))
+            f["training_over_floor"] = mid / f["seconds"]
+            f["training_over_looped"] = mid / f["looped_seconds"]
+            f["steps_threads"] = {"seconds": same["seconds"],
+                                  "looped_seconds": same["looped_seconds"],
+                                  "training_over_floor": mid / same["seconds"],
+                                  "training_over_looped": mid / same["looped_seconds"]}
             floors.append({"device": be.device, "dtype": _name(be), **f})
         process_row = rows[len(nnx_devices)]
         per_run = [w / t for w, t in zip(process_row.stats.times, processes, strict=True)]
@@ -255,10 +270,14 @@ def render(result: dict[str, Any]) -> str:
                f"{f['evaluations']} x {f['evaluation_s'] * 1e3:.1f} ms",
                f"{f['looped_seconds']:.2f} s ({f['looped_seconds'] / f['seconds']:.2f}x)",
                f"{float(np.median(f['training_s'])):.2f} s", f"{f['training_over_floor']:.2f}x",
-               f"{f['training_over_looped']:.2f}x"] for f in result["floors"]]
+               f"{f['training_over_looped']:.2f}x",
+               f"{f['steps_threads']['looped_seconds']:.2f} s",
+               f"{f['steps_threads']['training_over_looped']:.2f}x"] for f in result["floors"]]
     floor_head = ["run", "floor: products alone", "of which evaluations",
                   "products on gathered batches (vs floor)", "training (median)",
-                  "training / floor", "training / products on gathered batches"]
+                  "training / floor", "training / products on gathered batches",
+                  "the same, steps' products on the run's threads",
+                  "training / those"]
     p = result["process_over_training"]
     process = (f"{p['row']}: the whole process takes {p['median']:.3g}x the training time it "
                f"reports (median of {plural(len(p['ratios']), 'run')}; {p['min']:.3g}x–"
@@ -266,7 +285,7 @@ def render(result: dict[str, Any]) -> str:
     return "\n\n".join(["# The book's training run", "\n".join(f"- {x}" for x in lines),
                         report.md_table(table, head), process,
                         "## The floor: the run's products alone",
-                        report.md_table(floors, floor_head)]) + "\n"
+                        report.md_table(floors, floor_head), FLOOR_THREADS]) + "\n"
 
 
 def _busy(job: Callable[[Any, int, int], float]) -> Callable[[Any, int, int], float]:
