@@ -339,3 +339,25 @@ def test_the_plot_preload_imports_matplotlib_and_the_exit_waits_for_it():
     assert thread.name == "nnx-preload" and not thread.daemon  # an exit never tears it down
     thread.join(timeout=60)
     assert not thread.is_alive() and "matplotlib.figure" in sys.modules
+
+
+def test_a_runs_weights_do_not_depend_on_the_machines_cores(mnist_dir, tmp_path):
+    """The steps' products run on one BLAS thread whatever the cores, so a run left to nnx
+    ends with the weights of a run whose BLAS has one thread in all (OpenBLAS's products at
+    K=784 round differently at one thread and at two)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                        "BLIS_NUM_THREADS")}
+    weights = []
+    for name, extra in (("default", {}), ("one", {"OPENBLAS_NUM_THREADS": "1",
+                                                  "OMP_NUM_THREADS": "1"})):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "nnx.cli", "train", "--iters", "300", "--eval-every", "300",
+             "--data-dir", str(mnist_dir), "--out", str(out), "--seed", "3"],
+            capture_output=True, text=True, timeout=300, env={**env, **extra})
+        assert proc.returncode == 0, proc.stderr
+        weights.append(load_params(out / "params.npz"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert np.array_equal(weights[0][key], weights[1][key]), key
