@@ -156,14 +156,6 @@ def load_checkpoint(path: Path, config: Any = None, sizes: list[int] | None = No
     return runfiles.read_checkpoint(path, config, sizes)
 
 
-@contextlib.contextmanager
-def saving(path: Path) -> Iterator[list[Path]]:
+def saving(path: Path) -> contextlib.AbstractContextManager[list[Path]]:
     """Collect the files a save writes; if it fails, remove them and say what to do."""
-    written: list[Path] = []
-    try:
-        yield written
-    except OSError as exc:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise InputError(f"cannot save the run in {path}: {io.write_failure(exc, path)} "
-                         "(the last checkpoint, if any, is kept)") from exc
+    return io.writing(path, "the run", " (the last checkpoint, if any, is kept)")
