@@ -195,6 +195,13 @@ def _check_npz(path: Path) -> list[str]:
     return keys
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A file name as printed on one line: as it is, or, if it holds a newline or another
+    character that is not printable (or bytes that are not text), quoted with escapes."""
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)
+
+
 def brief(what: object) -> str:  # a short phrase on one line, no full stop ending a sentence
     text = "".join(c if c.isprintable() else "?" for c in str(what))
     return text.replace(". ", ", ").rstrip(".")[:80]

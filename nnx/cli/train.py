@@ -126,11 +126,12 @@ RESUME_FLAGS = {"device", "iters", "data_dir", "no_download", "resume", "checkpo
 
 def _given(args: argparse.Namespace) -> set[str]:
     """The flags on the command line itself (``args`` holds defaults for the others)."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser, unset = argparse.ArgumentParser(add_help=False), object()
     configure(parser)
-    parser.set_defaults(**dict.fromkeys(vars(args), argparse.SUPPRESS))
-    given, _ = parser.parse_known_args(list(getattr(args, "_argv", ["train"]))[1:])
-    return {k for k in vars(given) if not k.startswith("_")}
+    given, _ = parser.parse_known_args(list(getattr(args, "_argv", ["train"]))[1:],
+                                       argparse.Namespace(**{k: unset for k in vars(args)
+                                                          if not k.startswith("_")}))
+    return {k for k, v in vars(given).items() if v is not unset and not k.startswith("_")}
 
 
 def _check_resumed(args: argparse.Namespace, given: set[str], config: TrainConfig) -> None:
@@ -151,6 +152,8 @@ def _check_resumed(args: argparse.Namespace, given: set[str], config: TrainConfi
 
 
 def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, tuple | list):
         return " ".join(map(str, value))
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
