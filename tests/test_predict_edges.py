@@ -121,3 +121,4 @@ def test_a_valid_image_that_does_not_fit_in_memory_is_the_memory_sentence(finish
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"nnx predict: error: out of memory reading {path}, a valid image; give nnx "
                    "more memory or scale the image down"]
+

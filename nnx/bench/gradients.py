@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     for name in COUNTS:  # flags are checked here, so that an error is one sentence
         positive_int("--" + name.replace("_", "-"), getattr(args, name))
     positive_number("--max-seconds", args.max_seconds)
-    non_negative_int("--warmup", args.warmup)
     non_negative_int("--seed", args.seed)
+    non_negative_int("--warmup", args.warmup)
     devs = resolve_devices(args.device, args.dtype)
     # Refuse what cannot fit before spending any time: first what the batch itself and
     # backprop need, then (knowing the batch's sparsity) the numerical gradient.
