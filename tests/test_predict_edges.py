@@ -122,3 +122,25 @@ def test_a_valid_image_that_does_not_fit_in_memory_is_the_memory_sentence(finish
     assert err == [f"nnx predict: error: out of memory reading {path}, a valid image; give nnx "
                    "more memory or scale the image down"]
 
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_nan_parameters_are_refused_naming_the_file_not_shown_as_nan(finished, digit, mnist_dir,
+                                                                      tmp_path, capsys, command):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    with np.load(run_dir / "params.npz") as z:
+        params = {k: z[k] for k in z.files}
+    params["b2"][3] = np.nan
+    np.savez(run_dir / "params.npz", **params)
+    Image.fromarray(digit).save(tmp_path / "seven.png")
+    more = [str(tmp_path / "seven.png")] if command == "predict" else \
+        ["--data-dir", str(mnist_dir)]
+    assert nnx_main([command, str(run_dir), *more, "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "nan" not in captured.out.lower()
+    assert captured.err.strip().splitlines() == [
+        f"nnx {command}: error: {run_dir / 'params.npz'} holds NaN or infinite values in b2; "
+        "restore the file or start a new run"]
