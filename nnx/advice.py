@@ -13,7 +13,7 @@ import numpy as np
 
 from backends import Backend
 from nnx.errors import out_of_memory, plural
-from nnx.network import MultiLayerNet
+from nnx.network import PREDICT_CHUNK, MultiLayerNet
 from nnx.numerical import numerical_gradient
 from nnx.training import Data, TrainConfig, TrainResult, train
 
@@ -25,6 +25,9 @@ def divergence_advice(config: TrainConfig, data: Data, result: TrainResult) -> s
     at = result.diverged_at or 1
     iters = min(max(2 * at, 100), config.iters)
     head = result.message.removesuffix("; try a smaller learning rate")
+    net = result.net
+    if not all(np.isfinite(net.backend.to_numpy(v)).all() for v in net.params.values()):
+        head += " (its parameters became NaN or infinite)"  # the loss alone may be nan
     for k in range(1, 7):
         lr = config.lr / 10**k
         probe = dataclasses.replace(config, lr=lr, iters=iters)
@@ -82,26 +85,54 @@ def _duration(seconds: float) -> str:
 
 
 def memory_advice(config: TrainConfig, be: Any, data: Any, exc: BaseException) -> str:
-    """The failed allocation, and the flag that shrinks the largest of the run's arrays:
-    the weights (--hidden, to sizes whose weights, gradients and optimizer state fit), the
-    activations of a batch (--batch-size) or the data set on the device (--dtype float32)."""
+    """The failed allocation, and what to reduce: the array that failed where the error
+    names its shape (NumPy's does), else the largest of the run's arrays: the weights
+    (--hidden, to sizes whose weights, gradients and optimizer state fit), a batch's
+    activations (--batch-size), the hidden activations of the accuracy evaluations, which
+    classify PREDICT_CHUNK images at a time (--hidden), or the data set on the device
+    (--dtype float32)."""
     (x_train, _), (x_test, _) = data
     n_in, item = x_train.shape[1], 4 if config.dtype == "float32" else 8
+    layers = [n_in, *config.hidden, 10]
 
     def weights(hidden: list[int]) -> int:
         return sum(a * b for a, b in itertools.pairwise([n_in, *hidden, 10]))
 
-    batch = config.batch_size * (n_in + sum(config.hidden) + 10)
-    dataset = (x_train.shape[0] + x_test.shape[0]) * n_in
-    if weights(list(config.hidden)) >= max(batch, dataset):
-        hidden, free = [max(h // 2, 1) for h in config.hidden], be.memory_free()
-        while 8 * item * weights(hidden) > free and max(hidden) > 1:  # ~8 copies of W
-            hidden = [max(h // 2, 1) for h in hidden]
-        hint = f"a smaller --hidden (e.g. {' '.join(map(str, hidden))})"
-    elif batch >= dataset:
+    sizes = {"weights": weights(list(config.hidden)),
+             "batch": config.batch_size * (n_in + sum(config.hidden) + 10),
+             "evaluation": min(PREDICT_CHUNK, x_train.shape[0]) * (sum(config.hidden) + 10),
+             "dataset": (x_train.shape[0] + x_test.shape[0]) * n_in}
+    failed = _failed_array(tuple(getattr(exc, "shape", None) or ()), config, layers)
+    failed = failed or max(sizes, key=lambda k: sizes[k])
+    hidden, free = [max(h // 2, 1) for h in config.hidden], be.memory_free()
+    while 8 * item * weights(hidden) > free and max(hidden) > 1:  # ~8 copies of W
+        hidden = [max(h // 2, 1) for h in hidden]
+    smaller_hidden = f"a smaller --hidden (e.g. {' '.join(map(str, hidden))})"
+    if failed == "weights":
+        hint = smaller_hidden
+    elif failed == "batch":
         hint = f"a smaller --batch-size (e.g. {max(config.batch_size // 2, 1)})"
+        if sum(config.hidden) > n_in:
+            hint += " or --hidden"
+    elif failed == "evaluation":
+        hint = (f"{smaller_hidden}: the accuracy evaluations hold the hidden activations of "
+                f"{PREDICT_CHUNK:,} images at a time")
     elif config.dtype == "float64":
         hint = "--dtype float32 (the data set on the device takes half the memory)"
     else:
         hint = "a device with more free memory"
     return f"{out_of_memory(exc)} training on {be.device}; try {hint}"
+
+
+def _failed_array(shape: tuple[int, ...], config: TrainConfig, layers: list[int]) -> str | None:
+    """Which of the run's arrays an allocation of ``shape`` was, if the shape tells."""
+    if len(shape) != 2:
+        return None
+    rows, cols = shape
+    if (rows, cols) in itertools.pairwise(layers):
+        return "weights"
+    if rows <= config.batch_size:
+        return "batch"
+    if cols in layers[1:]:  # a layer's output for more rows than a batch: an evaluation
+        return "evaluation"
+    return "dataset" if cols == layers[0] else None

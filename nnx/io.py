@@ -86,9 +86,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = os.fspath(path)  # a failed write() names no file: name the target
         raise
 
 
@@ -193,6 +195,13 @@ def _check_npz(path: Path) -> list[str]:
     return keys
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A file name as printed on one line: as it is, or, if it holds a newline or another
+    character that is not printable (or bytes that are not text), quoted with escapes."""
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)
+
+
 def brief(what: object) -> str:  # a short phrase on one line, no full stop ending a sentence
     text = "".join(c if c.isprintable() else "?" for c in str(what))
     return text.replace(". ", ", ").rstrip(".")[:80]
@@ -201,8 +210,12 @@ def brief(what: object) -> str:  # a short phrase on one line, no full stop endi
 def writable_dir(path: str | os.PathLike[str]) -> bool:
     """Create ``path`` (and parents) and prove it writable; whether it was created. Raises
     ``OSError`` (the caller words the fix) before any work is done."""
-    path = Path(path)
-    created = not path.exists()
+    return bool(_make_writable(Path(path)))
+
+
+def _make_writable(path: Path) -> list[Path]:
+    """:func:`writable_dir`'s work; the directories it created, deepest first."""
+    created = [p for p in (path, *path.parents) if not p.exists()]
     path.mkdir(parents=True, exist_ok=True)
     fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
     os.close(fd)
@@ -247,13 +260,28 @@ def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     out = Path(path)
     try:
-        created = writable_dir(out)
+        created = _make_writable(out)
     except OSError as exc:
         raise InputError(f"cannot write to output directory {out}: "
                          f"{write_failure(exc, out)}") from exc
     try:
         yield out
     except BaseException:
-        if created:
-            remove_if_empty(out)
+        for made in created:  # its parents too (runs/ of runs/x): a refusal leaves nothing
+            remove_if_empty(made)
         raise
+
+
+@contextlib.contextmanager
+def writing(path: Path, what: str, after: str = "") -> Iterator[list[Path]]:
+    """Collect the files a save into the directory ``path`` writes (the body appends each
+    before writing it); if writing fails, remove them and raise :class:`InputError`: "cannot
+    save WHAT in PATH: why and the fix", then ``after``."""
+    written: list[Path] = []
+    try:
+        yield written
+    except OSError as exc:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise InputError(f"cannot save {what} in {path}: {write_failure(exc, path)}{after}") \
+            from exc

@@ -21,6 +21,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     float32 in [0, 1]; :class:`DataError` naming the file if it is unreadable or blank."""
     from PIL import Image
 
+    name = io.shown(path)
     try:
         if not (size := io.file_size(path)):
             raise io.BadFile("does not exist" if size is None else "is empty (0 bytes)")
@@ -29,21 +30,33 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             if 0 in img.size:
                 raise io.BadFile("has no pixels")
             grey = _grey(img)
+    except MemoryError:  # a valid image, too large for the memory this process has
+        raise _no_memory(name) from None
     except Exception as exc:  # PIL raises many kinds for damaged bytes
         what = exc if isinstance(exc, io.BadFile) else \
             f"is not a PNG or JPEG image that can be read ({io.brief(exc)})"
-        raise DataError(f"{path} {what}; give a PNG or JPEG image of a digit") from exc
+        raise DataError(f"{name} {what}; give a PNG or JPEG image of a digit") from exc
     try:
         return mnist_like(grey)
+    except MemoryError:
+        raise _no_memory(name) from None
     except InputError as exc:
-        raise DataError(f"{path} {exc}; give an image with a digit on a plain background") \
+        raise DataError(f"{name} {exc}; give an image with a digit on a plain background") \
             from None
+
+
+def _no_memory(name: str) -> InputError:
+    return InputError(f"out of memory reading {name}, a valid image; give nnx more memory or "
+                      "scale the image down")
 
 
 def _grey(img: Any) -> np.ndarray:
     """Luminance in [0, 1]; transparent pixels become the opposite of the ink's colour."""
-    if img.mode.startswith("I;16"):
-        return np.asarray(img, dtype=np.float64) / 65535
+    if img.mode == "I" or img.mode.startswith("I;16"):  # 16-bit greyscale
+        values = np.asarray(img, dtype=np.float64)
+        # Values that all fit in 0-255 are 8-bit data saved in 16 bits (as some tools save
+        # a uint8 array): scaled by 65535 they would be a digit of 1/256 contrast, blank.
+        return np.clip(values / (255 if values.max() <= 255 else 65535), 0, 1)
     la = np.asarray(img.convert("RGBA").convert("LA"), dtype=np.float64) / 255
     grey, alpha = la[..., 0], la[..., 1]
     if alpha.min() < 1:

@@ -5,18 +5,25 @@ A program (``nnx <command>``, a benchmark, a script) builds an ``argparse`` pars
 (:class:`~nnx.errors.NnxError`, :class:`~backends.BackendError`, an ``OSError`` such as
 a full disk, running out of host or device memory) end as one line ``PROG: error: ...``
 on stderr and exit status 2; Ctrl-C ends as ``PROG: interrupted`` and 130, SIGTERM and
-SIGHUP as 143 and 129 (:mod:`nnx.stops`). The ``add_*`` helpers add the flags that
-several programs share, with one spelling and one help text. ``nnx.cli`` and ``nnx.bench``
-both use this module, and neither imports the other.
+SIGHUP as 143 and 129 (:mod:`nnx.stops`). Output that cannot be written never stops the
+work (:class:`GuardedStdout`): a closed pipe (``nnx train | head``) ends the program, once
+its work is done and saved, with 141 as a SIGPIPE ends the usual tools, and no word; any
+other failure of stdout (``/dev/full``) with one line and 2. The ``add_*`` helpers add the
+flags that several programs share, with one spelling and one help text. ``nnx.cli`` and
+``nnx.bench`` both use this module, and neither imports the other.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from signal import SIGPIPE
+from typing import TextIO
 
 from backends import BackendError, is_out_of_memory
 from nnx import errors, stops
@@ -39,6 +46,19 @@ def run_program(
     """
     args = parser.parse_args(argv)
     name = prog(args) if callable(prog) else (prog or parser.prog)
+    with guarded_stdout() as stdout:
+        status = _run(name, run, args)
+    if stdout.error is None or status != 0:
+        return status
+    if stdout.error.errno == errno.EPIPE:  # the reader went away (nnx train | head)
+        return 128 + SIGPIPE
+    why = stdout.error.strerror or stdout.error
+    print(f"{name}: error: cannot write to standard output ({why}), so what it had to say "
+          "was lost; the work itself is done", file=sys.stderr)
+    return 2
+
+
+def _run(name: str, run: Run, args: argparse.Namespace) -> int:
     try:
         with stops.raising():
             status = int(run(args) or 0)
@@ -57,6 +77,57 @@ def run_program(
             raise
         print(f"{name}: error: {out_of_memory(exc)}; try smaller sizes", file=sys.stderr)
     return 2
+
+
+class GuardedStdout:
+    """``stdout`` whose failures never reach the program: the first write or flush that
+    fails (a closed pipe, a full disk, ``/dev/full``) is kept in ``error``, the file
+    descriptor is pointed at the null device (so no later flush, the interpreter's own at
+    exit included, fails again), and everything after it is dropped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self.error = stream, None  # type: OSError | None
+
+    def write(self, text: str) -> int:
+        if self.error is None:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                self._lost(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        self.error = exc
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()  # what its buffer still holds goes there
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[GuardedStdout]:
+    """``sys.stdout`` as a :class:`GuardedStdout` for the block, flushed at its end: output
+    that cannot be written never costs a program its work."""
+    real = sys.stdout
+    guard = GuardedStdout(real)
+    sys.stdout = guard  # type: ignore[assignment]
+    try:
+        yield guard
+    finally:
+        guard.flush()
+        sys.stdout = real
 
 
 def mapping_failed(exc: BaseException) -> bool:

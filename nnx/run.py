@@ -23,7 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backends import Backend, get_backend, is_out_of_memory, machine_info
+import numpy as np
+
+from backends import Backend, BackendError, get_backend, is_out_of_memory, machine_info
 from nnx import batchnorm_file, io, rundir, runfiles
 from nnx import plots as figures
 from nnx.advice import divergence_advice, memory_advice
@@ -49,12 +51,27 @@ class Run:
         return cls._open(Path(path), config, "overwrite" if overwrite else "new")
 
     @classmethod
-    def resume(cls, path: PathLike, *, device: str | None = None) -> Run:
-        """The stopped run in ``path``, with its own config (``device`` may move it)."""
+    def resume(cls, path: PathLike, *, device: str | None = None,
+               iters: int | None = None) -> Run:
+        """The stopped run in ``path``, with its own config (``device`` may move it, and
+        ``iters`` extend it to that many iterations in all: the same run as one trained for
+        ``iters`` from the start)."""
         path = Path(path)
         if not (path / rundir.CONFIG).is_file():
             raise InputError(f"cannot resume {path}: it holds no {rundir.CONFIG} of an nnx run")
-        return cls._open(path, runfiles.read_config(path, device), "resume")
+        config = runfiles.read_config(path, device)
+        if iters is not None:
+            if iters < config.iters:
+                raise InputError(f"--iters {iters} is fewer than the {config.iters} iterations "
+                                 f"of the run in {path}; --resume can extend a run, not shorten it")
+            config.iters = iters
+        try:
+            return cls._open(path, config, "resume")
+        except BackendError as exc:
+            if device is not None:
+                raise
+            raise BackendError(f"{exc}; or continue the run on this machine's CPU with "
+                               f"nnx train --resume {path} --device cpu") from None
 
     @classmethod
     def _open(cls, path: Path, config: TrainConfig, mode: str) -> Run:
@@ -104,9 +121,10 @@ class Run:
                 "sizes": [data[0][0].shape[1], *config.hidden, 10],
                 "machine": machine_info(gpus=be.is_gpu)})
             try:
-                result = train(config, data, log, progress, backend=be, resume=resume,
-                               stop=stop, checkpoint_every=checkpoint_every,
-                               on_checkpoint=lambda c: rundir.save_checkpoint(out, c))
+                with _quiet():
+                    result = train(config, data, log, progress, backend=be, resume=resume,
+                                   stop=stop, checkpoint_every=checkpoint_every,
+                                   on_checkpoint=lambda c: _checkpoint(out, c))
                 save(out, config, result, plots)
             except Exception as exc:  # MemoryError, or a GPU library's own out-of-memory error
                 if not is_out_of_memory(exc):
@@ -116,8 +134,21 @@ class Run:
                 if not any((out / n).exists() for n in (rundir.CHECKPOINT, rundir.HISTORY)):
                     (out / rundir.CONFIG).unlink(missing_ok=True)  # nothing done: leave nothing
             if result.status == "diverged":
-                raise DivergenceError(divergence_advice(config, data, result))
+                with _quiet():
+                    raise DivergenceError(divergence_advice(config, data, result))
         return result
+
+
+def _quiet() -> contextlib.AbstractContextManager[Any]:
+    """No NumPy warnings of overflow: a divergence is the loop's to report, in one sentence."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
+def _checkpoint(out: Path, c: rundir.Checkpoint) -> None:
+    """A checkpoint during training; one that cannot be written (a full disk) is one
+    sentence naming the directory, and the one before it stays."""
+    with io.writing(out, "a checkpoint of the run", " (the last checkpoint, if any, is kept)"):
+        rundir.save_checkpoint(out, c)  # written atomically: a failed one leaves the last
 
 
 def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = None
@@ -152,7 +183,9 @@ def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = Non
 def save(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True) -> None:
     """Write the results into ``out``, the history (with the status) last.
 
-    An interrupted run also keeps its checkpoint (to resume); a finished one drops it.
+    An interrupted run also keeps its checkpoint (to resume), and so does a diverged one
+    (the last state before the divergence, with no parameters beside it); a completed one
+    drops it.
     """
     net, h = result.net, result.history
     with rundir.saving(out) as written:
@@ -167,7 +200,10 @@ def save(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True
         written.append(out / rundir.EPOCHS_CSV)
         io.write_csv(written[-1], ["iter", "epoch", "train_acc", *val, "test_acc", "elapsed"],
                      list(zip(*(h[c] for c in columns), strict=True)))
-        if result.status != "diverged":
+        if result.status == "diverged":  # a resumed run's earlier parameters would contradict it
+            for name in (rundir.PARAMS, rundir.BATCHNORM):
+                (out / name).unlink(missing_ok=True)
+        else:
             written.append(out / rundir.PARAMS)
             io.save_params(written[-1], {k: net.backend.to_numpy(v) for k, v in net.params.items()
                                          if k[0] in "Wb" and k[1:].isdigit()})
@@ -186,7 +222,7 @@ def save(out: Path, config: TrainConfig, result: TrainResult, plots: bool = True
             **h, "status": result.status, "message": result.message,
             "elapsed": result.elapsed,
             "final_test_acc": h["test_acc"][-1] if h["test_acc"] else None}, indent=None)
-    if result.status != "interrupted":
+    if result.status == "completed":  # a diverged run keeps its last good state, as a record
         (out / rundir.CHECKPOINT).unlink(missing_ok=True)
 
 

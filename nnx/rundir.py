@@ -53,6 +53,9 @@ ACCURACY_PNG, LOSS_PNG = "accuracy.png", "loss.png"
 HISTORY = "history.json"  # everything recorded and the status: written last
 RESULTS = (HISTORY_CSV, EPOCHS_CSV, PARAMS, BATCHNORM, ACCURACY_PNG, LOSS_PNG)
 RUN_FILES = (CONFIG, CHECKPOINT, *RESULTS, HISTORY)
+# What nnx evaluate writes beside them: an overwritten run's evaluation goes with it.
+CONFUSION, MISCLASSIFIED, EVALUATION = "confusion.png", "misclassified.png", "evaluation.json"
+EVALUATION_FILES = (CONFUSION, MISCLASSIFIED, EVALUATION)
 JSON_LIMIT = 1 << 20  # config.json: a few hundred bytes; a history says its own limit
 
 
@@ -106,15 +109,20 @@ def prepare(path: Path, mode: str) -> None:
         raise InputError(f"{path} already holds a run ({', '.join(present)}); continue it "
                          f"with --resume {path}, replace it with --overwrite, or choose "
                          "another --out")
-    if mode == "overwrite":
-        for name in present:
+    if mode == "overwrite":  # the old run's evaluation too: it spoke of other parameters
+        for name in present + [n for n in EVALUATION_FILES if (path / n).exists()]:
             (path / name).unlink()
-    if mode == "resume" and CHECKPOINT not in present:
+    if mode == "resume":
         from nnx.runfiles import read_history  # it builds on this module
 
         status = read_history(path).get("status") if HISTORY in present else None
-        why = "it completed" if status == "completed" else f"it holds no {CHECKPOINT}"
-        raise InputError(f"cannot resume the run in {path}: {why}")
+        if status == "diverged":  # its checkpoint, the last state before, would diverge again
+            raise InputError(f"cannot resume the run in {path}: it diverged (its {CHECKPOINT} "
+                             "keeps the last state before that); start a new run with a "
+                             "smaller --lr")
+        if CHECKPOINT not in present:
+            why = "it completed" if status == "completed" else f"it holds no {CHECKPOINT}"
+            raise InputError(f"cannot resume the run in {path}: {why}")
 
 
 def read_json(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
@@ -156,14 +164,6 @@ def load_checkpoint(path: Path, config: Any = None, sizes: list[int] | None = No
     return runfiles.read_checkpoint(path, config, sizes)
 
 
-@contextlib.contextmanager
-def saving(path: Path) -> Iterator[list[Path]]:
+def saving(path: Path) -> contextlib.AbstractContextManager[list[Path]]:
     """Collect the files a save writes; if it fails, remove them and say what to do."""
-    written: list[Path] = []
-    try:
-        yield written
-    except OSError as exc:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise InputError(f"cannot save the run in {path}: {io.write_failure(exc, path)} "
-                         "(the last checkpoint, if any, is kept)") from exc
+    return io.writing(path, "the run", " (the last checkpoint, if any, is kept)")

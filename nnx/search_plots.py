@@ -10,6 +10,9 @@ PathLike = str | os.PathLike[str]
 
 
 def _pyplot() -> Any:
+    from nnx.plots.style import matplotlib_dirs
+
+    matplotlib_dirs()
     import matplotlib
 
     matplotlib.use("Agg")

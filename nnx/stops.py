@@ -37,6 +37,11 @@ class Stops:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def check(self) -> None:
+        """A safe point: raise :class:`Stopped` if a stop came."""
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
 
 @contextlib.contextmanager
 def _handlers(handler: Callable[[int, object], None]) -> Iterator[None]:
@@ -74,16 +79,17 @@ def raising() -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[Stops]:
+def deferred(doing: str = "finishing the current step and saving") -> Iterator[Stops]:
     """Inside the block a stop signal is only noted (the work polls ``requested()``, e.g.
-    between training iterations, and saves are never cut short); at its end a noted stop is
-    raised as :class:`Stopped`."""
+    between training iterations, or calls ``check()`` at its safe points, and saves are never
+    cut short), with the line "stopping: DOING"; at its end a noted stop is raised as
+    :class:`Stopped`."""
     stops = Stops()
 
     def note(signum: int, _frame: object) -> None:
         if stops.signum is None:
             stops.signum = signum
-            print("stopping: finishing the current step and saving", file=sys.stderr)
+            print(f"stopping: {doing}", file=sys.stderr)
 
     with _handlers(note):
         yield stops

@@ -29,6 +29,7 @@ from nnx.plots import plot_gradient_field
 
 PROG = "partial_derivatives.py"
 POINTS = [(3.0, 4.0), (0.0, 2.0), (3.0, 0.0), (-2.0, 1.5), (0.5, -1.25), (0.0, 0.0)]
+LARGEST = 9e153  # both at most this: x0^2 + x1^2 stays below float64's largest, 1.8e308
 HEAD = ("diff d/dx0", "diff d/dx1", "grad d/dx0", "grad d/dx1")
 
 
@@ -62,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     for p in points:
         if not all(math.isfinite(v) for v in p):
             raise InputError(f"--point must be finite numbers, got {p[0]:g} {p[1]:g}")
+        # f at x +- h must be a float64 number, or its differences are inf - inf = NaN
+        if not math.isfinite(sum((abs(v) + H) * (abs(v) + H) for v in p)):
+            raise InputError(f"--point {p[0]:g} {p[1]:g} is too large: x0^2 + x1^2 overflows "
+                             f"float64 there; give coordinates of at most {LARGEST:g} in size")
     backend = get_backend(args.device)
     print("f(x0, x1) = x0^2 + x1^2: partial derivatives by central differences "
           f"(h = {H:g}) beside the exact (2 x0, 2 x1)")

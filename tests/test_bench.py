@@ -322,6 +322,10 @@ def test_bench_module_is_a_cli_subcommand():
     ("--repeat", "0", "--repeat must be a positive integer, got 0"),
     ("--loop-sample", "-5", "--loop-sample must be a positive integer, got -5"),
     ("--max-seconds", "0", "--max-seconds must be a positive finite number, got 0.0"),
+    ("--max-seconds", "nan", "--max-seconds must be a positive finite number, got nan"),
+    ("--warmup", "-5", "--warmup must be a non-negative integer, got -5"),
+    ("--rounds", "-1", "--rounds must be a positive integer, got -1"),
+    ("--max-hidden", "0", "--max-hidden must be a positive integer, got 0"),
     ("--seed", "-1", "--seed must be a non-negative integer, got -1")])
 def test_bad_flags_are_one_sentence_before_any_timing(tmp_path, flag, value, words):
     line = one_line_error(run("-m", "nnx.cli", "bench", "--device", "cpu", *TINY, flag, value,

@@ -227,6 +227,8 @@ def test_bad_input_is_one_line_in_a_subprocess(tmp_path, name, args, words):
     ("name", "args", "words"),
     [
         ("partial_derivatives", ["--point", "nan", "1"], "--point must be finite"),
+        ("partial_derivatives", ["--point", "1e300", "1e300"], "x0^2 + x1^2 overflows float64"),
+        ("partial_derivatives", ["--point", "1e154", "1e154"], "at most 9e+153"),
         ("partial_derivatives", ["--device", "tpu"], "unknown device 'tpu'"),
         ("gradient_descent", ["--lr", "0"], "lr must be a positive"),
         ("gradient_descent", ["--lr", "inf"], "lr must be a positive"),
@@ -277,3 +279,27 @@ def test_missing_mnist_is_one_sentence(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "compare_optimizers.py: error:" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_leaves_no_parent_directory_made_for_the_output(tmp_path, capsys):
+    empty = tmp_path / "no-mnist"
+    empty.mkdir()
+    code = load("compare_optimizers").main(["--data-dir", str(empty), "--no-download",
+                                            "--out", str(tmp_path / "runs" / "compare")])
+    assert code == 2 and "compare_optimizers.py: error: " in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_matplotlib_writes_nothing_into_the_users_config(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "scripts/partial_derivatives.py", "--device", "cpu",
+                           "--out", str(tmp_path / "out")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "gradient_field.png").stat().st_size > 0
+    assert not (tmp_path / "home" / ".config").exists()
+    assert (tmp_path / "home" / ".cache" / "nnx" / "matplotlib").is_dir()  # kept: fonts once

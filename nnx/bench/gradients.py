@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         positive_int("--" + name.replace("_", "-"), getattr(args, name))
     positive_number("--max-seconds", args.max_seconds)
     non_negative_int("--seed", args.seed)
+    non_negative_int("--warmup", args.warmup)
     devs = resolve_devices(args.device, args.dtype)
     # Refuse what cannot fit before spending any time: first what the batch itself and
     # backprop need, then (knowing the batch's sparsity) the numerical gradient.
@@ -257,12 +258,19 @@ def vs_cpu(rows: list[Row], devices: Sequence[str]) -> list[Check]:
 
 
 def save(result: dict[str, Any], text: str, out: Path) -> None:
+    """The results' files in ``out``: all of them, or (a full disk) none and one sentence."""
     charts = ["gradients.png"]
-    report.chart_methods(result, out / "gradients.png")
-    for axis in (result.get("sweep") or {}).get("axes", []):
-        report.chart_sweep(result, axis, out / f"sweep_{axis}.png")
-        charts.append(f"sweep_{axis}.png")
-    result["files"] = ["gradients.json", "gradients.md", "gradients.txt", *charts]
-    io.write_bytes(out / "gradients.txt", text.encode())
-    io.write_bytes(out / "gradients.md", report.render(result, True, charts).encode())
-    io.write_json(out / "gradients.json", report.jsonable(result))
+    with io.writing(out, "the results") as written:
+        written.append(out / "gradients.png")
+        report.chart_methods(result, written[-1])
+        for axis in (result.get("sweep") or {}).get("axes", []):
+            written.append(out / f"sweep_{axis}.png")
+            report.chart_sweep(result, axis, written[-1])
+            charts.append(f"sweep_{axis}.png")
+        result["files"] = ["gradients.json", "gradients.md", "gradients.txt", *charts]
+        written.append(out / "gradients.txt")
+        io.write_bytes(written[-1], text.encode())
+        written.append(out / "gradients.md")
+        io.write_bytes(written[-1], report.render(result, True, charts).encode())
+        written.append(out / "gradients.json")
+        io.write_json(written[-1], report.jsonable(result))

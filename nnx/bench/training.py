@@ -242,8 +242,11 @@ def run(args: argparse.Namespace) -> int:
         }
         markdown = render(result)
         print(f"\n{markdown}", end="")
-        io.write_json(out / "bench_training.json", report.jsonable(result))
-        io.write_bytes(out / "bench_training.md", markdown.encode())
+        with io.writing(out, "the results") as written:
+            written.append(out / "bench_training.json")
+            io.write_json(written[-1], report.jsonable(result))
+            written.append(out / "bench_training.md")
+            io.write_bytes(written[-1], markdown.encode())
         print(f"\nwrote {out / 'bench_training.json'} and {out / 'bench_training.md'}")
     return 0
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nnx import evaluation, photos, program
+from nnx import evaluation, photos, program, stops
 from nnx.errors import positive_int
 from nnx.functions import softmax
+from nnx.io import shown
 from nnx.run import load_run
 
 
@@ -30,14 +31,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     top = min(positive_int("--top", args.top), evaluation.CLASSES)
-    net, _ = load_run(args.run_dir, args.device)
-    x = np.stack([photos.read_image(path) for path in args.images])
-    be = net.backend
-    with be.scope():
-        probs = be.to_numpy(softmax(net.predict(be.asarray(x, dtype=be.dtype))))
-    width = max(len(str(p)) for p in args.images)
-    for path, p in zip(args.images, probs, strict=True):
-        best = np.argsort(-p, kind="stable")[:top]
-        likeliest = ", ".join(f"{k}: {p[k]:6.1%}" for k in best)
-        print(f"{str(path):<{width}}  {best[0]}   ({likeliest})")
+    # Stops are polled at safe points, between images and before the results are printed:
+    # a stopped prediction prints no result.
+    with stops.deferred("finishing the current image") as noted:
+        net, _ = load_run(args.run_dir, args.device)
+        rows = []
+        for path in args.images:
+            noted.check()
+            rows.append(photos.read_image(path))
+        be = net.backend
+        with be.scope():
+            probs = be.to_numpy(softmax(net.predict(be.asarray(np.stack(rows), dtype=be.dtype))))
+        noted.check()
+        names = [shown(path) for path in args.images]  # a name cannot forge a result line
+        width = max(len(name) for name in names)
+        for name, p in zip(names, probs, strict=True):
+            best = np.argsort(-p, kind="stable")[:top]
+            likeliest = ", ".join(f"{k}: {p[k]:6.1%}" for k in best)
+            print(f"{name:<{width}}  {best[0]}   ({likeliest})")
     return 0

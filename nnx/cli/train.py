@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from nnx import io, program, stops
 from nnx import plots as figures
-from nnx import program, stops
 from nnx.advice import loop_warning, nothing_learned
 from nnx.errors import InputError
 from nnx.layers import ACTIVATIONS
@@ -71,33 +71,92 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    made: list[Path] = []  # the default run directory, and runs/, if this made them
+    try:
+        opened, given = _open(args, made)
+        with opened as run:
+            if args.resume is not None:
+                _check_resumed(args, given, run.config)
+            return _train(args, run)
+    except BaseException:
+        for path in made:  # deepest first; a directory that holds anything stays
+            io.remove_if_empty(path)
+        raise
+
+
+def _open(args: argparse.Namespace, made: list[Path]) -> tuple[Run, set[str]]:
     if args.resume is not None:
         if args.out is not None or args.overwrite:
             raise InputError("--resume RUN_DIR continues that directory: drop --out and "
                              "--overwrite")
-        opened = Run.resume(args.resume, device=args.device)
-    else:
-        config = _config(args)
-        opened = Run.create(args.out or _default_out(config), config, overwrite=args.overwrite)
-    with opened as run:
-        if not args.no_plots:
-            figures.preload()  # while the data load
-        data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
-        slow = loop_warning(run.config, data, run.backend)
-        if slow:
-            print(f"nnx train: warning: {slow}", file=sys.stderr)
-        with stops.deferred() as noted:
-            result = run.train(data, stop=noted.requested, plots=not args.no_plots,
-                               checkpoint_every=args.checkpoint_every)
-            print(f"saved {result.status} run to {run.path}")
-            why = nothing_learned(result, data) if result.status == "completed" else None
-            if why:
-                print(f"nnx train: warning: {why}", file=sys.stderr)
-            if result.status == "interrupted":
-                print(f"{result.message}; continue it with nnx train --resume {run.path}")
-                if noted.signum is None:  # a Ctrl-C the loop caught itself
-                    return 130
+        given = _given(args)
+        return Run.resume(args.resume, device=args.device,
+                          iters=args.iters if "iters" in given else None), given
+    config = _config(args)
+    config.validate()  # before a default run directory is made for it
+    return Run.create(args.out or _default_out(config, made), config,
+                      overwrite=args.overwrite), set()
+
+
+def _train(args: argparse.Namespace, run: Run) -> int:
+    if not args.no_plots:
+        figures.preload()  # while the data load
+    data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
+    slow = loop_warning(run.config, data, run.backend)
+    if slow:
+        print(f"nnx train: warning: {slow}", file=sys.stderr)
+    with stops.deferred() as noted:
+        result = run.train(data, stop=noted.requested, plots=not args.no_plots,
+                           checkpoint_every=args.checkpoint_every)
+        print(f"saved {result.status} run to {run.path}")
+        why = nothing_learned(result, data) if result.status == "completed" else None
+        if why:
+            print(f"nnx train: warning: {why}", file=sys.stderr)
+        if result.status == "interrupted":
+            print(f"{result.message}; continue it with nnx train --resume {run.path}")
+            if noted.signum is None:  # a Ctrl-C the loop caught itself
+                return 130
     return 0
+
+
+# What --resume takes besides the run's own flags: where the run goes and how it is kept.
+RESUME_FLAGS = {"device", "iters", "data_dir", "no_download", "resume", "checkpoint_every",
+                "no_plots", "out", "overwrite"}
+
+
+def _given(args: argparse.Namespace) -> set[str]:
+    """The flags on the command line itself (``args`` holds defaults for the others)."""
+    parser, unset = argparse.ArgumentParser(add_help=False), object()
+    configure(parser)
+    given, _ = parser.parse_known_args(list(getattr(args, "_argv", ["train"]))[1:],
+                                       argparse.Namespace(**{k: unset for k in vars(args)
+                                                          if not k.startswith("_")}))
+    return {k for k, v in vars(given).items() if v is not unset and not k.startswith("_")}
+
+
+def _check_resumed(args: argparse.Namespace, given: set[str], config: TrainConfig) -> None:
+    """Refuse a training flag given with --resume that differs from the run's own: a resumed
+    run is the run it continues (only --iters extends it)."""
+    asked = _config(args)
+    ours = {**hyperparameters_of(OPTIMIZERS[config.optimizer]), **config.optimizer_options}
+    for dest in sorted(given - RESUME_FLAGS):
+        if dest in asked.optimizer_options:  # --momentum, --beta1, ...
+            want, have = asked.optimizer_options[dest], ours.get(dest)
+        else:
+            want, have = getattr(asked, dest), getattr(config, dest)
+        if want != have:
+            flag, shown = "--" + dest.replace("_", "-"), _shown(want)
+            raise InputError(f"--resume continues the run with its own flags, and {flag} "
+                             f"{shown} differs from its {_shown(have)}; drop {flag}, or train "
+                             "a new run with another --out")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple | list):
+        return " ".join(map(str, value))
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -127,11 +186,23 @@ def _default_lr(optimizer: str) -> float:
     return hyperparameters_of(OPTIMIZERS[optimizer])["lr"]
 
 
-def _default_out(config: TrainConfig) -> Path:
+def _default_out(config: TrainConfig, made: list[Path]) -> Path:
+    """``runs/<time>-<grad>``, made here and now (added to ``made``, with ``runs`` if this
+    made it): a name taken by a run started in the same second gets ``-2``, ``-3``, ...,
+    each claimed by one mkdir, so two runs never share one."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{stamp}-{config.grad}"
+    try:
+        base.parent.mkdir()
+        made.append(base.parent)
+    except FileExistsError:
+        pass
     out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+    while True:
+        try:
+            out.mkdir()
+            made.insert(0, out)
+            return out
+        except FileExistsError:
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")

@@ -11,9 +11,9 @@ from nnx.plots.style import PathLike, figure, save_figure
 
 def plot_confusion(confusion: np.ndarray, path: PathLike, title: str) -> None:
     """The confusion matrix as a heatmap with its counts (log colour scale: errors show)."""
+    fig = figure(7.0, 6.2)  # first: it sets matplotlib's directories before the import
     from matplotlib.colors import LogNorm
 
-    fig = figure(7.0, 6.2)
     ax = fig.add_subplot()
     shown = np.ma.masked_equal(confusion, 0)
     image = ax.imshow(shown, cmap="Blues", norm=LogNorm(1, max(int(confusion.max()), 2)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from nnx.io import atomic_path
@@ -29,13 +30,30 @@ def preload() -> threading.Thread:
     return thread
 
 
+def matplotlib_dirs() -> None:
+    """Keep matplotlib out of ``~/.config``: unless the user has a matplotlib config
+    directory (or ``$MPLCONFIGDIR``), its config and font cache go to nnx's user cache
+    (``.../nnx/matplotlib``), which is kept, so the font cache is built once. Called before
+    matplotlib is imported: it reads the variable then."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    if not (config / "matplotlib").is_dir():
+        import platformdirs
+
+        cache = Path(platformdirs.user_cache_dir("nnx", appauthor=False))
+        os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
+
+
 def _import_matplotlib() -> None:
+    matplotlib_dirs()
     import matplotlib.backends.backend_agg  # noqa: F401  (what savefig renders with)
     import matplotlib.figure  # noqa: F401
 
 
 def figure(width: float, height: float) -> Any:
     """A new figure in the house style: constrained layout, no pyplot."""
+    matplotlib_dirs()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
