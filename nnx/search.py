@@ -103,6 +103,22 @@ def counted(study: Any, below: int | None = None) -> int:
     return n
 
 
+def blas_threads(jobs: int) -> int:
+    """BLAS threads for each of ``jobs`` trials at once: one, so that the jobs share the cores
+    instead of each taking them all. A trial's matrices are small (100 rows), and a second
+    thread on them waits more than it works: on two busy cores, products of 100x784 by 784x100
+    took twenty times longer with two threads than with one."""
+    return 1
+
+
+def threads_in_use() -> int:
+    """The most threads any BLAS library loaded in this process may use now."""
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"),
+               default=1)
+
+
 def split_data(config: SearchConfig, x: np.ndarray, t: np.ndarray) -> tuple:
     """The first ``images`` training images, shuffled with the seed, the last part of it held
     out for validation (the book's ``shuffle_dataset`` and 20%)."""
@@ -120,6 +136,7 @@ def run_trial(config: SearchConfig, trial: Any, data: tuple, stop: Callable[[], 
     trial's attributes. Raises :class:`Diverged`, or ``optuna.TrialPruned``."""
     lr = trial.suggest_float("lr", *SPACE["lr"], log=True)
     wd = trial.suggest_float("weight_decay", *SPACE["weight_decay"], log=True)
+    trial.set_user_attr("blas_threads", threads_in_use())
     (x, t), (xv, tv) = data
     net = MultiLayerNet(x.shape[1], list(config.hidden), 10, "relu", "he", device="cpu",
                         seed=np.random.SeedSequence([config.seed, trial.number]),
@@ -211,6 +228,6 @@ def to_json(study: Any, config: SearchConfig) -> dict[str, Any]:
         trials.append({"number": t.number, "state": t.state.name, "value": t.value,
                        "params": t.params, **{k: t.user_attrs[k] for k in
                                               ("train_acc", "val_acc", "diverged", "stopped",
-                                               "surplus") if k in t.user_attrs}})
+                                               "surplus", "blas_threads") if k in t.user_attrs}})
     return {"config": {**asdict(config), "hidden": list(config.hidden)},
             "counted": counted(study), "trials": trials}
