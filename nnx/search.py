@@ -65,8 +65,13 @@ def open_study(config: SearchConfig, storage: str, name: str) -> Any:
     pruner = optuna.pruners.MedianPruner(n_warmup_steps=5) if config.prune else \
         optuna.pruners.NopPruner()
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(storage=with_driver(storage), study_name=name,
+                                    direction="maximize", sampler=sampler, pruner=pruner,
+                                    load_if_exists=True)
+    except ImportError:
+        raise InputError(f"the study storage {masked(storage)} needs a database driver that "
+                         "is not installed (for PostgreSQL: pip install \".[search]\" in "
+                         "nnx's folder)") from None
     except Exception as exc:  # SQLAlchemy's and the drivers' errors are many kinds
         raise InputError(f"cannot reach the study storage {masked(storage)} "
                          f"({type(exc).__name__}); check the URL and that the server runs"
@@ -79,6 +84,20 @@ def open_study(config: SearchConfig, storage: str, name: str) -> Any:
         raise InputError(f"the study {name!r} in {masked(storage)} belongs to another search "
                          "space or setting; choose another --study name")
     return study
+
+
+def with_driver(url: str) -> str:
+    """``url`` naming a PostgreSQL driver that is installed where it names none: SQLAlchemy 2.0
+    reads a bare ``postgresql://`` as psycopg2 (the search extra's), 2.1 as psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or not sep:
+        return url
+    import importlib.util
+
+    for module in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{module}://{rest}"
+    return url  # SQLAlchemy's ImportError says it
 
 
 def masked(url: str) -> str:
