@@ -16,7 +16,7 @@ from nnx.gradcheck import gradient_check
 from nnx.layers import BatchNormalization, Dropout
 from nnx.network import MultiLayerNet, NumericalFallback
 from tests import helpers
-from tests.conftest import assert_on
+from tests.conftest import NO_TORCH, assert_on
 from tests.test_layers import _assert_grad, _rand, _weighted_sum
 
 
@@ -201,3 +201,14 @@ def test_batch_norm_on_three_images_fails_the_books_step_by_the_steps_own_error(
     assert coarse[-1] == "FAIL" and 1e-5 < float(coarse[4]) < 1e-2
     fine = _rows(helpers.ok(_gradcheck(*base, "--step", "1e-5")))["W1"]
     assert float(fine[4]) < float(coarse[4]) / 30
+
+
+@pytest.mark.parametrize("device", ["strict", pytest.param(
+    "torch:cpu", marks=pytest.mark.skipif(bool(NO_TORCH), reason=f"no torch lane: {NO_TORCH}"))])
+def test_nnx_gradcheck_of_a_chapter_6_net_passes_on_other_devices(mnist_dir, device):
+    # A sample of each parameter: the one-coordinate loop over all of them takes minutes here.
+    out = helpers.ok(_gradcheck("--device", device, "--data-dir", str(mnist_dir),
+                                "--batch-norm", "--dropout", "0.2", "--weight-decay", "0.1",
+                                "--mode", "sample", "--samples", "16"))
+    assert f"the first 10 training images, seed 0; device {device}" in out and ": PASS" in out
+    assert list(_rows(out)) == ["W1", "b1", "gamma1", "beta1", "W2", "b2"]
