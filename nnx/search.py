@@ -122,12 +122,11 @@ def counted(study: Any, below: int | None = None) -> int:
     return n
 
 
-def blas_threads(jobs: int) -> int:
-    """BLAS threads for each of ``jobs`` trials at once: one, so that the jobs share the cores
-    instead of each taking them all. A trial's matrices are small (100 rows), and a second
-    thread on them waits more than it works: on two busy cores, products of 100x784 by 784x100
-    took twenty times longer with two threads than with one."""
-    return 1
+# BLAS threads of each trial, however many run at once (--jobs): the jobs share the cores
+# instead of each taking them all. A trial's matrices are small (100 rows), and a second
+# thread on them waits more than it works: on two busy cores, products of 100x784 by 784x100
+# took twenty times longer with two threads than with one.
+BLAS_THREADS_PER_JOB = 1
 
 
 def threads_in_use() -> int:

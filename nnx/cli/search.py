@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--sampler", choices=SAMPLERS, default=d.sampler,
       help="random, as the book (default), or tpe")
     a("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
-    a("--jobs", type=int, default=1, help="trials at once, the BLAS threads divided among them")
+    a("--jobs", type=int, default=1,
+      help="trials at once, in as many processes of one BLAS thread each")
     a("--storage", metavar="URL", help="a database URL (postgresql://...) shared by many "
       "machines (default: a SQLite file in --out)")
     a("--study", default="nnx-search", metavar="NAME", help="the study's name in the storage")
@@ -52,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     study = search.open_study(config, storage, args.study)  # a bad storage fails first
     print(f"study {args.study!r} in {search.masked(storage)}: {search.counted(study)} of "
           f"{config.trials} trials done; {args.sampler} sampler, {args.jobs} job(s) of "
-          f"{search.blas_threads(args.jobs)} BLAS thread(s)")
+          f"{search.BLAS_THREADS_PER_JOB} BLAS thread(s)")
     start = time.perf_counter()
-    threads = search.blas_threads(args.jobs)
+    threads = search.BLAS_THREADS_PER_JOB
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_job, args=(config, storage, args, threads))
                for _ in range(args.jobs - 1)]
