@@ -65,8 +65,13 @@ def open_study(config: SearchConfig, storage: str, name: str) -> Any:
     pruner = optuna.pruners.MedianPruner(n_warmup_steps=5) if config.prune else \
         optuna.pruners.NopPruner()
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+        study = optuna.create_study(storage=with_driver(storage), study_name=name,
+                                    direction="maximize", sampler=sampler, pruner=pruner,
+                                    load_if_exists=True)
+    except ImportError:
+        raise InputError(f"the study storage {masked(storage)} needs a database driver that "
+                         "is not installed (for PostgreSQL: pip install \".[search]\" in "
+                         "nnx's folder)") from None
     except Exception as exc:  # SQLAlchemy's and the drivers' errors are many kinds
         raise InputError(f"cannot reach the study storage {masked(storage)} "
                          f"({type(exc).__name__}); check the URL and that the server runs"
@@ -79,6 +84,20 @@ def open_study(config: SearchConfig, storage: str, name: str) -> Any:
         raise InputError(f"the study {name!r} in {masked(storage)} belongs to another search "
                          "space or setting; choose another --study name")
     return study
+
+
+def with_driver(url: str) -> str:
+    """``url`` naming a PostgreSQL driver that is installed where it names none: SQLAlchemy 2.0
+    reads a bare ``postgresql://`` as psycopg2 (the search extra's), 2.1 as psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or not sep:
+        return url
+    import importlib.util
+
+    for module in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{module}://{rest}"
+    return url  # SQLAlchemy's ImportError says it
 
 
 def masked(url: str) -> str:
@@ -103,6 +122,21 @@ def counted(study: Any, below: int | None = None) -> int:
     return n
 
 
+# BLAS threads of each trial, however many run at once (--jobs): the jobs share the cores
+# instead of each taking them all. A trial's matrices are small (100 rows), and a second
+# thread on them waits more than it works: on two busy cores, products of 100x784 by 784x100
+# took twenty times longer with two threads than with one.
+BLAS_THREADS_PER_JOB = 1
+
+
+def threads_in_use() -> int:
+    """The most threads any BLAS library loaded in this process may use now."""
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"),
+               default=1)
+
+
 def split_data(config: SearchConfig, x: np.ndarray, t: np.ndarray) -> tuple:
     """The first ``images`` training images, shuffled with the seed, the last part of it held
     out for validation (the book's ``shuffle_dataset`` and 20%)."""
@@ -120,6 +154,7 @@ def run_trial(config: SearchConfig, trial: Any, data: tuple, stop: Callable[[], 
     trial's attributes. Raises :class:`Diverged`, or ``optuna.TrialPruned``."""
     lr = trial.suggest_float("lr", *SPACE["lr"], log=True)
     wd = trial.suggest_float("weight_decay", *SPACE["weight_decay"], log=True)
+    trial.set_user_attr("blas_threads", threads_in_use())
     (x, t), (xv, tv) = data
     net = MultiLayerNet(x.shape[1], list(config.hidden), 10, "relu", "he", device="cpu",
                         seed=np.random.SeedSequence([config.seed, trial.number]),
@@ -211,6 +246,6 @@ def to_json(study: Any, config: SearchConfig) -> dict[str, Any]:
         trials.append({"number": t.number, "state": t.state.name, "value": t.value,
                        "params": t.params, **{k: t.user_attrs[k] for k in
                                               ("train_acc", "val_acc", "diverged", "stopped",
-                                               "surplus") if k in t.user_attrs}})
+                                               "surplus", "blas_threads") if k in t.user_attrs}})
     return {"config": {**asdict(config), "hidden": list(config.hidden)},
             "counted": counted(study), "trials": trials}

@@ -3,7 +3,9 @@ installed, CuPy when a GPU answers.
 
 The CUDA and torch lanes are skipped with the real reason when they cannot run;
 ``NNX_REQUIRE_CUDA=1`` (on a GPU machine) and ``NNX_REQUIRE_TORCH=1`` (where the torch extra
-is installed) turn that skip into a failed run, so a broken install cannot pass.
+is installed) turn that skip into a failed run, so a broken install cannot pass; so does
+``NNX_REQUIRE_POSTGRES=1`` for the search on a PostgreSQL server (the server's binaries,
+psycopg2 and Optuna).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 import backends
 from backends import _cuda, torch_backend
+from tests import postgres
 from tests.helpers import ROOT
 
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"  # beside the checkout
@@ -26,11 +29,13 @@ MNIST_DIR = Path(os.environ.get(DATA_DIR, "").strip() or SHARED_MNIST).expanduse
 
 REQUIRE_CUDA = "NNX_REQUIRE_CUDA"  # "1": a CUDA lane that cannot run fails the run
 REQUIRE_TORCH = "NNX_REQUIRE_TORCH"  # "1": a torch lane that cannot run fails the run
+REQUIRE_POSTGRES = "NNX_REQUIRE_POSTGRES"  # "1": no PostgreSQL study fails the run
 
 _CUDA = [d for d in backends.available() if d.startswith("cuda")]
 # Why the CUDA lanes cannot run, in the words a user would get: CuPy missing, no driver, ...
 NO_CUDA = "" if _CUDA else _cuda.problem(None) or "no CUDA device passes its self-test"
 NO_TORCH = torch_backend._import()[1]  # "" when PyTorch imports
+NO_POSTGRES = postgres.problem()  # "" when a test can start a server and reach it
 
 # (device, dtype): every lane in both float widths; strict stands in for a GPU on CPU.
 _LANES = [("cpu", "float64"), ("strict", "float64"), ("strict", "float32"),
@@ -43,6 +48,9 @@ def pytest_configure(config) -> None:
         pytest.exit(f"{REQUIRE_CUDA}=1 but the CUDA lanes cannot run: {NO_CUDA}", returncode=1)
     if os.environ.get(REQUIRE_TORCH, "").strip() == "1" and NO_TORCH:
         pytest.exit(f"{REQUIRE_TORCH}=1 but the torch lanes cannot run: {NO_TORCH}", returncode=1)
+    if os.environ.get(REQUIRE_POSTGRES, "").strip() == "1" and NO_POSTGRES:
+        pytest.exit(f"{REQUIRE_POSTGRES}=1 but no PostgreSQL study can run: {NO_POSTGRES}",
+                    returncode=1)
     # The user cache (MNIST's decoded copies, downloads) of this run, subprocesses included:
     # the tests never write into the real one.
     config._nnx_cache = tempfile.TemporaryDirectory(prefix="nnx-test-cache-")
@@ -85,6 +93,16 @@ def assert_on(backend: backends.Backend, *arrays) -> None:
     """Fail unless every array lives in the backend's namespace and on its device."""
     for x in arrays:
         assert backend.owns(x), f"{type(x).__name__} is not on {backend}"
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL server's URL for the test, skipped with the reason where none can
+    run (a failure under NNX_REQUIRE_POSTGRES=1, at the start of the run)."""
+    if NO_POSTGRES:
+        pytest.skip(f"no PostgreSQL study: {NO_POSTGRES}")
+    with postgres.server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -294,6 +294,7 @@ def test_nnx_gradcheck_sigmoid_direction_mode(mnist_dir):
         (["--batch", "70000"], "--batch 70000 is larger than the 60000 training images"),
         (["--batch", "0"], "--batch must be a positive integer"),
         (["--tol", "-1"], "--tol must be a positive finite number"),
+        (["--step", "0"], "--step must be a positive finite number"),
         (["--mode", "fast"], "invalid choice: 'fast'"),
         (["--seed", "-1"], "expected a non-negative integer"),
     ],

@@ -1,9 +1,11 @@
 """Chapter 6's layers and net options against independent references: backprop against the
 book's central differences (batch norm; dropout under a fixed mask; weight decay), on every
-backend lane, and the book's definitions of each layer's inference pass."""
+backend lane, and the book's definitions of each layer's inference pass; ``nnx gradcheck``
+on such nets with its defaults."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -13,7 +15,8 @@ from nnx.errors import InputError
 from nnx.gradcheck import gradient_check
 from nnx.layers import BatchNormalization, Dropout
 from nnx.network import MultiLayerNet, NumericalFallback
-from tests.conftest import assert_on
+from tests import helpers
+from tests.conftest import NO_TORCH, assert_on
 from tests.test_layers import _assert_grad, _rand, _weighted_sum
 
 
@@ -148,3 +151,64 @@ def test_defaults_leave_the_net_unchanged(backend64):
 def test_bad_options_are_one_sentence(kwargs, words):
     with pytest.raises(InputError, match=words):
         MultiLayerNet(6, [5], 10, device="cpu", **kwargs)
+
+
+# -- nnx gradcheck on chapter 6's nets, through the command -------------------------------
+
+
+def _gradcheck(*args: str):
+    return helpers.run("-m", "nnx.cli", "gradcheck", *args, timeout=300)
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    """The table's rows of ``nnx gradcheck``'s output, by parameter name."""
+    table = out.splitlines()
+    start = next(i for i, line in enumerate(table) if line.startswith("param ")) + 1
+    rows = {}
+    for line in table[start:]:
+        if not line or line.startswith("mean abs:"):
+            break
+        rows[line.split()[0]] = line.split()
+    return rows
+
+
+@pytest.mark.parametrize(("flags", "head", "params"), [
+    (["--batch-norm"], "the first 10 training images",
+     ["W1", "b1", "gamma1", "beta1", "W2", "b2"]),
+    (["--dropout", "0.2"], "the first 3 training images", ["W1", "b1", "W2", "b2"]),
+    (["--weight-decay", "0.1"], "the first 3 training images", ["W1", "b1", "W2", "b2"]),
+], ids=["batch-norm", "dropout", "weight-decay"])
+def test_nnx_gradcheck_of_chapter_6_nets_passes_with_its_defaults(mnist_dir, flags, head,
+                                                                   params):
+    out = helpers.ok(_gradcheck("--device", "cpu", "--data-dir", str(mnist_dir), *flags))
+    assert f"784-50-10 relu net, {head}" in out and ": PASS" in out
+    rows = _rows(out)
+    assert list(rows) == params
+    for row in rows.values():  # every coordinate of every parameter checked, none failed
+        assert int(row[2]) + int(row[3]) == math.prod(int(d) for d in row[1].split("x"))
+        assert float(row[4]) <= (1e-4 if "--batch-norm" in flags else 1e-5)
+
+
+def test_batch_norm_on_three_images_fails_the_books_step_by_the_steps_own_error(mnist_dir):
+    """Why --batch-norm has its own defaults: on the book's 3 images and h=1e-4 the check
+    fails, and the error is the central difference's, not backprop's: it shrinks with h^2
+    (a tenth of the step, a hundredth of the error, down to the rounding floor)."""
+    base = ("--device", "cpu", "--data-dir", str(mnist_dir), "--batch-norm", "--batch", "3",
+            "--tol", "1e-5")
+    books = _gradcheck(*base, "--step", "1e-4")
+    assert books.returncode == 1 and "Traceback" not in books.stderr, books.stderr
+    coarse = _rows(books.stdout)["W1"]
+    assert coarse[-1] == "FAIL" and 1e-5 < float(coarse[4]) < 1e-2
+    fine = _rows(helpers.ok(_gradcheck(*base, "--step", "1e-5")))["W1"]
+    assert float(fine[4]) < float(coarse[4]) / 30
+
+
+@pytest.mark.parametrize("device", ["strict", pytest.param(
+    "torch:cpu", marks=pytest.mark.skipif(bool(NO_TORCH), reason=f"no torch lane: {NO_TORCH}"))])
+def test_nnx_gradcheck_of_a_chapter_6_net_passes_on_other_devices(mnist_dir, device):
+    # A sample of each parameter: the one-coordinate loop over all of them takes minutes here.
+    out = helpers.ok(_gradcheck("--device", device, "--data-dir", str(mnist_dir),
+                                "--batch-norm", "--dropout", "0.2", "--weight-decay", "0.1",
+                                "--mode", "sample", "--samples", "16"))
+    assert f"the first 10 training images, seed 0; device {device}" in out and ": PASS" in out
+    assert list(_rows(out)) == ["W1", "b1", "gamma1", "beta1", "W2", "b2"]

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from nnx.cli import main as nnx_main
 from nnx.mnist import load_mnist
 from nnx.run import load_run
 from nnx.training import TrainConfig, train
+from tests.conftest import NO_TORCH, assert_on
 
 
 @pytest.fixture
@@ -82,22 +84,32 @@ def test_resume_of_a_dropout_batch_norm_run_is_exact(mnist):
     assert whole.history["val_acc"] == resumed.history["val_acc"]
 
 
-def test_a_saved_batch_norm_run_evaluates_in_inference_mode(mnist_dir, tmp_path, capsys):
+@pytest.mark.parametrize("device", ["cpu", "strict", pytest.param(
+    "torch:cpu", marks=pytest.mark.skipif(bool(NO_TORCH), reason=f"no torch lane: {NO_TORCH}"))])
+def test_a_saved_batch_norm_run_evaluates_in_inference_mode(mnist_dir, tmp_path, capsys,
+                                                            device):
     out = tmp_path / "run"
-    assert nnx_main(["train", "--device", "cpu", "--iters", "100", "--batch-norm", "--dropout",
-                     "0.1", "--val-split", "0.1", "--hidden", "30", "--no-plots",
-                     "--data-dir", str(mnist_dir), "--no-download", "--out", str(out)]) == 0
+    data = ["--data-dir", str(mnist_dir), "--no-download"]
+    assert nnx_main(["train", "--device", device, "--iters", "100", "--batch-norm",
+                     "--dropout", "0.1", "--weight-decay", "0.01", "--val-split", "0.1",
+                     "--hidden", "30", "--no-plots", *data, "--out", str(out)]) == 0
     assert (out / "batchnorm.npz").exists()
     assert "val_acc" in (out / "epochs.csv").read_text().splitlines()[0]
-    net, _ = load_run(out)
+    net, _ = load_run(out, device)
+    assert_on(net.backend, *net.params.values(), *net.buffers().values())
     (_, _), (xt, tt) = load_mnist(data_dir=mnist_dir, download=False)
     x = net.backend.asarray(xt[:1000], dtype=net.dtype)
     acc = net.accuracy(x, net.backend.asarray(tt[:1000]))
     assert acc == net.accuracy(x, net.backend.asarray(tt[:1000]))  # no masks, no batch stats
     assert acc > 0.5
     capsys.readouterr()
-    assert nnx_main(["evaluate", str(out), "--device", "cpu", "--data-dir", str(mnist_dir),
-                     "--no-download"]) == 0
+    assert nnx_main(["evaluate", str(out), "--device", device, *data,
+                     "--out", str(tmp_path / "eval")]) == 0
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.round(xt[0].reshape(28, 28) * 255).astype(np.uint8)).save(image)
+    capsys.readouterr()
+    assert nnx_main(["predict", str(out), str(image), "--device", device]) == 0
+    assert capsys.readouterr().out.split()[:2] == [str(image), str(int(tt[0]))]
 
 
 @pytest.mark.parametrize("flags, words", [

@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--sampler", choices=SAMPLERS, default=d.sampler,
       help="random, as the book (default), or tpe")
     a("--prune", action="store_true", help="stop hopeless trials early (median pruner)")
-    a("--jobs", type=int, default=1, help="trials at once, the BLAS threads divided among them")
+    a("--jobs", type=int, default=1,
+      help="trials at once, in as many processes of one BLAS thread each")
     a("--storage", metavar="URL", help="a database URL (postgresql://...) shared by many "
       "machines (default: a SQLite file in --out)")
     a("--study", default="nnx-search", metavar="NAME", help="the study's name in the storage")
@@ -51,30 +52,49 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or f"sqlite:///{(out / 'study.db').absolute()}"
     study = search.open_study(config, storage, args.study)  # a bad storage fails first
     print(f"study {args.study!r} in {search.masked(storage)}: {search.counted(study)} of "
-          f"{config.trials} trials done; {args.sampler} sampler, {args.jobs} job(s)")
+          f"{config.trials} trials done; {args.sampler} sampler, {args.jobs} job(s) of "
+          f"{search.BLAS_THREADS_PER_JOB} BLAS thread(s)")
     start = time.perf_counter()
-    # The cores divided among the jobs, one BLAS thread each: a trial's matrices are small,
-    # and on two busy cores one thread runs them several times faster than two.
-    threads = 1
+    threads = search.BLAS_THREADS_PER_JOB
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_worker, args=(config, storage, args, threads))
+    workers = [ctx.Process(target=_job, args=(config, storage, args, threads))
                for _ in range(args.jobs - 1)]
     with stops.deferred() as noted:
         for w in workers:
             w.start()
         _worker(config, storage, args, threads, noted.requested)
-        for w in workers:
-            if noted.requested():
-                w.terminate()  # SIGTERM: each marks its trial stopped
-            w.join()
+        _join(workers, noted.requested)
         study = search.open_study(config, storage, args.study)
         _save(out, study, config)
         print(f"{search.counted(study)} of {config.trials} trials done in "
               f"{time.perf_counter() - start:.0f} s; results in {out}")
-        if noted.requested():
+        if noted.requested():  # the block's end reports the stop (exit status 128 + signal)
             print("stopped; run the same command again to continue the search")
-            return 0
     return 0
+
+
+def _join(workers: list, stop) -> None:
+    """Wait for the other jobs; a stop is passed on to each (SIGTERM: it marks its trial
+    stopped and ends), also one that comes while waiting."""
+    passed = False
+    while any(w.is_alive() for w in workers):
+        if stop() and not passed:
+            for w in workers:
+                w.terminate()
+            passed = True
+        next(w for w in workers if w.is_alive()).join(0.1)
+    for w in workers:
+        w.join()
+
+
+def _job(config: SearchConfig, storage: str, args: argparse.Namespace, threads: int) -> None:
+    """One of the other ``--jobs`` processes: a stop ends it quietly (its trial marked
+    stopped); the first process reports it."""
+    try:
+        with stops.raising():
+            _worker(config, storage, args, threads)
+    except KeyboardInterrupt:
+        pass
 
 
 def _worker(config: SearchConfig, storage: str, args: argparse.Namespace, threads: int,
@@ -87,8 +107,12 @@ def _worker(config: SearchConfig, storage: str, args: argparse.Namespace, thread
     (x, t), _ = load_mnist(data_dir=args.data_dir, download=not args.no_download)
     data = search.split_data(config, x, t)
     study = search.open_study(config, storage, args.study)
-    with threadpool_limits(threads), stops.deferred() as noted:
-        search.work(config, study, data, stop or noted.requested, print)
+    with threadpool_limits(threads):
+        if stop is not None:  # the first process: its caller notes the stops
+            search.work(config, study, data, stop, print)
+            return
+        with stops.deferred() as noted:
+            search.work(config, study, data, noted.requested, print)
 
 
 def _save(out: Path, study, config: SearchConfig) -> None:
