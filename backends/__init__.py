@@ -25,6 +25,7 @@ from backends.core import (
 )
 from backends.host import host_memory_free, small_pages
 from backends.info import machine_info
+from backends.numpy_backend import user_threads
 from backends.timing import time_calls
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "parse_device",
     "small_pages",
     "time_calls",
+    "user_threads",
     "xp_of",
 ]

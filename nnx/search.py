@@ -164,11 +164,13 @@ def run_trial(config: SearchConfig, trial: Any, data: tuple, stop: Callable[[], 
     per_epoch = max(x.shape[0] // config.batch_size, 1)
     train_acc, val_acc = [], []
     for epoch in range(config.epochs):
-        for _ in range(per_epoch):
-            if stop():
-                raise KeyboardInterrupt
-            idx = rng.choice(x.shape[0], config.batch_size)
-            opt.update(net.params, net.gradient(x[idx], t[idx]))
+        # A diverging trial is recorded as failed, in its line: no NumPy warnings before it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(per_epoch):
+                if stop():
+                    raise KeyboardInterrupt
+                idx = rng.choice(x.shape[0], config.batch_size)
+                opt.update(net.params, net.gradient(x[idx], t[idx]))
         loss = float(net.last_layer.loss)
         if not math.isfinite(loss) or loss > 1e3:
             raise Diverged(f"the loss became {loss:.4g} in epoch {epoch + 1}")

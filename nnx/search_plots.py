@@ -47,9 +47,9 @@ def plot_history(values: list[tuple[int, float]], path: PathLike) -> None:
         best = [max(accs[: i + 1]) for i in range(len(accs))]
         ax.plot(numbers, accs, "o", ms=3, label="trial")
         ax.plot(numbers, best, "-", label="best so far")
+        ax.legend()
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

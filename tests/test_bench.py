@@ -13,6 +13,7 @@ import pytest
 
 import backends
 from backends import get_backend
+from nnx.bench.busy import cores
 from nnx.bench.cases import (
     DataSource,
     allocate_sample,
@@ -398,12 +399,14 @@ def test_nnx_bench_training(tmp_path, mnist_dir):
                     "--iters", "700",
                     "--repeat", "2", "--no-peers", "--out", str(tmp_path)))
     assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
-    assert stdout.count("run 2/2  ") == 5
+    threaded = [] if backends.user_threads() else [
+        f"nnx train process (cpu, float64), OPENBLAS_NUM_THREADS={cores()}"]
+    assert stdout.count("run 2/2  ") == 5 + len(threaded)
     data = json.loads((tmp_path / "bench_training.json").read_text())
     assert data["schema"] == "nnx-bench-training/3"
     rows = {r["label"]: r for r in data["rows"]}
     assert set(rows) == {"nnx (cpu, float64)", "nnx (cpu, float32)", "book-style loop (NumPy)",
-                         "fused NumPy loop", "nnx train process (cpu, float64)"}
+                         "fused NumPy loop", "nnx train process (cpu, float64)", *threaded}
     for row in rows.values():
         positive_stats(row)
         assert row["stats"]["n"] == 2 and row["vs"]["range"] == "per-round"
@@ -430,6 +433,12 @@ def test_nnx_bench_training(tmp_path, mnist_dir):
         assert same["training_over_looped"] == pytest.approx(
             float(np.median(f["training_s"])) / same["looped_seconds"])
     assert [f["dtype"] for f in data["floors"]] == ["float64", "float32"]
+    if threaded:  # the first run again with every thread, against the same floor
+        every = data["floors"][0]["every_thread"]
+        assert every["env"]["OPENBLAS_NUM_THREADS"] == str(cores())
+        assert every["training_over_looped"] == pytest.approx(
+            float(np.median(every["training_s"])) / data["floors"][0]["looped_seconds"])
+        assert "(the steps' products on every thread too)" in stdout
     # The whole process outlasts the training it reports (it loads, converts and saves too).
     process = data["process_over_training"]
     assert len(process["ratios"]) == 2 and process["min"] > 1

@@ -27,8 +27,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from backends import get_backend, machine_info
-from backends.numpy_backend import user_threads
+from backends import get_backend, machine_info, user_threads
 from nnx import io
 from nnx.bench import report
 from nnx.bench.busy import Burner, check_cores, cores

@@ -14,7 +14,9 @@ nnx's training time (its loop, as ``nnx train`` reports it) is given as a ratio 
 to the same products made in a loop on batches gathered as the run gathers them (100
 random rows of the training set per iteration: memory traffic that no implementation of
 the job avoids), with nothing else. The first nnx contender also runs as a whole
-``nnx train`` process, timed against the training time it reports.
+``nnx train`` process, timed against the training time it reports, and on NumPy once more
+with ``OPENBLAS_NUM_THREADS`` set to the cores (its steps on every thread, as a user who
+sets the threads gets it), against the same floor.
 
 PyTorch and JAX run the same job as peers where they are installed (a peer that is not
 has a row saying so, and the benchmark goes on). With ``--busy`` every contender also runs
@@ -39,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from backends import get_backend, machine_info
+from backends import get_backend, machine_info, user_threads
 from nnx import io
 from nnx.bench import peers, report
-from nnx.bench.busy import Burner, check_cores
+from nnx.bench.busy import Burner, check_cores, cores
 from nnx.bench.refs import book_training, fused_training
 from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
 from nnx.errors import InputError, non_negative_int, plural, positive_int
@@ -88,16 +90,17 @@ def nnx_training(device: str, dtype: str, loops: list[float]) -> Callable[[Any, 
 
 
 def nnx_process(device: str, dtype: str, args: argparse.Namespace,
-                training: list[float]) -> Callable[[Any, int, int], float]:
-    """The job as a whole ``nnx train`` process; each run's training time (from its
-    history.json) is appended to ``training``."""
+                training: list[float], env: dict[str, str] | None = None,
+                ) -> Callable[[Any, int, int], float]:
+    """The job as a whole ``nnx train`` process (``env`` added to its environment); each
+    run's training time (from its history.json) is appended to ``training``."""
     def job(_data: Any, iters: int, seed: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "nnx.cli", "train", "--device", device, "--dtype",
                    dtype, "--iters", str(iters), "--seed", str(seed), "--out", f"{tmp}/run"]
             cmd += ["--data-dir", args.data_dir] if args.data_dir else []
             done = subprocess.run(cmd + (["--no-download"] if args.no_download else []),
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env={**os.environ, **(env or {})})
             if done.returncode != 0:
                 raise InputError(f"nnx train failed: {done.stderr.strip()}")
             history = json.loads((Path(tmp) / "run" / "history.json").read_text())
@@ -163,15 +166,25 @@ def run(args: argparse.Namespace) -> int:
     with output_dir(args.out) as out:  # an unwritable --out fails before any timing
         data = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         loops: list[list[float]] = [[] for _ in nnx_devices]
-        first, processes = nnx_devices[0], []
+        first, processes, threaded = nnx_devices[0], [], []
+        # A user's own thread setting: the steps' products on every thread, as on a machine
+        # that nothing else uses (NumPy only; where the user set the threads, it is theirs).
+        every = {k: str(cores()) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} \
+            if first.numpy_native and not user_threads() else None
 
-        def contenders(loops: list[list[float]], processes: list[float]) -> list[tuple]:
+        def contenders(loops: list[list[float]], processes: list[float],
+                       threaded: list[float]) -> list[tuple]:
             jobs = [(Row(be.device, "nnx", f"nnx ({be.device}, {_name(be)})"), be,
                      nnx_training(be.device, _name(be), loop))
                     for be, loop in zip(nnx_devices, loops, strict=True)]
             jobs += [(Row(first.device, "process", f"nnx train process ({first.device}, "
                           f"{_name(first)})"), first,
                       nnx_process(first.device, _name(first), args, processes))]
+            if every is not None:
+                jobs += [(Row(first.device, "process_threads", f"nnx train process ("
+                              f"{first.device}, {_name(first)}), OPENBLAS_NUM_THREADS="
+                              f"{cores()}"), first,
+                          nnx_process(first.device, _name(first), args, threaded, every))]
             jobs += [(Row("cpu", "book", "book-style loop (NumPy)"), cpu, book_training),
                      (Row("cpu", "fused", "fused NumPy loop"), cpu, fused_training)]
             for library, module in found:
@@ -188,11 +201,11 @@ def run(args: argparse.Namespace) -> int:
                                 note=why, extra={"test_acc": []}) for dtype in dtypes]
             else:
                 found.append((library, module))
-        jobs = contenders(loops, processes)
+        jobs = contenders(loops, processes, threaded)
         if args.busy:  # each contender again beside a half-busy core; its times kept apart
             jobs += [(replace(row, method=f"{row.method}_busy", label=f"{row.label}, busy"), be,
                       _busy(job)) for row, be, job in
-                     contenders([[] for _ in nnx_devices], [])]
+                     contenders([[] for _ in nnx_devices], [], [])]
         accs: list[list[float]] = [[] for _ in jobs]
         timed = [(row, Case.on(be, lambda j=job, a=a: a.append(j(data, iters, args.seed + len(a)))))
                  for (row, be, job), a in zip(jobs, accs, strict=True)]  # run r: seed + r
@@ -225,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
                                   "training_over_floor": mid / same["seconds"],
                                   "training_over_looped": mid / same["looped_seconds"]}
             floors.append({"device": be.device, "dtype": _name(be), **f})
+        if threaded:  # the first nnx run again, its steps on every thread
+            mid = float(np.median(threaded))
+            floors[0]["every_thread"] = {"env": every, "training_s": threaded,
+                                         "training_over_looped": mid / floors[0]["looped_seconds"],
+                                         "training_over_floor": mid / floors[0]["seconds"]}
         process_row = rows[len(nnx_devices)]
         per_run = [w / t for w, t in zip(process_row.stats.times, processes, strict=True)]
         process = {"row": process_row.label, "training_s": processes, "ratios": per_run,
@@ -288,7 +306,21 @@ def render(result: dict[str, Any]) -> str:
     return "\n\n".join(["# The book's training run", "\n".join(f"- {x}" for x in lines),
                         report.md_table(table, head), process,
                         "## The floor: the run's products alone",
-                        report.md_table(floors, floor_head), FLOOR_THREADS]) + "\n"
+                        report.md_table(floors, floor_head), FLOOR_THREADS,
+                        *_every_thread_line(result["floors"])]) + "\n"
+
+
+def _every_thread_line(floors: list[dict[str, Any]]) -> list[str]:
+    """What the first run takes with its steps on every thread, against the same floor."""
+    if not floors or "every_thread" not in floors[0]:
+        return []
+    f, e = floors[0], floors[0]["every_thread"]
+    env = " ".join(f"{k}={v}" for k, v in e["env"].items())
+    return [f"With `{env}` (the steps' products on every thread too), `nnx train` "
+            f"({f['device']}, {f['dtype']}) trains in {float(np.median(e['training_s'])):.2f} s "
+            f"(median of {plural(len(e['training_s']), 'run')}): "
+            f"{e['training_over_looped']:.2f}x the products on gathered batches, "
+            f"{e['training_over_floor']:.2f}x the floor."]
 
 
 def _busy(job: Callable[[Any, int, int], float]) -> Callable[[Any, int, int], float]:
