@@ -29,3 +29,14 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def trained_run(tmp_path_factory, name: str, *flags: str) -> Path:
+    """A run directory that ``nnx train --device cpu --no-plots FLAGS`` finished on MNIST."""
+    from nnx.cli import main
+    from tests.conftest import MNIST_DIR
+
+    out = tmp_path_factory.mktemp(name) / "run"
+    assert main(["train", "--device", "cpu", "--no-plots", *flags, "--data-dir", str(MNIST_DIR),
+                 "--out", str(out)]) == 0
+    return out

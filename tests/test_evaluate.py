@@ -21,6 +21,7 @@ from nnx import photos
 from nnx.cli import main as nnx_main
 from nnx.io import save_params
 from nnx.mnist import load_mnist
+from tests.helpers import trained_run
 
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # MNIST's test set
 
@@ -28,12 +29,7 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # MNIST's
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished 2000-iteration run on the CPU (about 94% test accuracy)."""
-    from tests.conftest import MNIST_DIR
-
-    out = tmp_path_factory.mktemp("runs") / "run"
-    assert nnx_main(["train", "--device", "cpu", "--iters", "2000", "--eval-every", "2000",
-                     "--no-plots", "--data-dir", str(MNIST_DIR), "--out", str(out)]) == 0
-    return out
+    return trained_run(tmp_path_factory, "runs", "--iters", "2000", "--eval-every", "2000")
 
 
 @pytest.fixture(scope="module")

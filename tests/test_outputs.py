@@ -18,7 +18,7 @@ import nnx.io
 from nnx import rundir
 from nnx.cli import main as nnx_main
 from nnx.cli import train as train_cli
-from tests.helpers import ROOT
+from tests.helpers import ROOT, trained_run
 
 SMALL = ["--device", "cpu", "--iters", "30", "--batch-size", "10", "--eval-every", "10",
          "--hidden", "5", "--lr", "0.5", "--no-plots"]  # learns: 0.21 test accuracy
@@ -37,11 +37,7 @@ def _one_line(capsys) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from tests.conftest import MNIST_DIR
-
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert nnx_main(["train", *SMALL, "--data-dir", str(MNIST_DIR), "--out", str(out)]) == 0
-    return out
+    return trained_run(tmp_path_factory, "finished", *SMALL)
 
 
 # -- stdout -----------------------------------------------------------------------------------
@@ -103,16 +99,21 @@ def test_a_full_disk_at_a_checkpoint_names_the_directory_and_keeps_the_last(
     assert not (out / "history.json").exists()
 
 
-def test_a_full_disk_while_evaluating_names_the_directory_and_writes_nothing(
-        finished, mnist_dir, tmp_path, capsys, monkeypatch):
+def _full_disk_for(monkeypatch, hit) -> None:
+    """``nnx.io.write_bytes`` fails as a full disk does for each path that ``hit`` picks."""
     real = nnx.io.write_bytes
 
     def full(path, data):
-        if Path(path).name == "evaluation.json":
+        if hit(Path(path)):
             raise _enospc()
         return real(path, data)
 
     monkeypatch.setattr(nnx.io, "write_bytes", full)
+
+
+def test_a_full_disk_while_evaluating_names_the_directory_and_writes_nothing(
+        finished, mnist_dir, tmp_path, capsys, monkeypatch):
+    _full_disk_for(monkeypatch, lambda path: path.name == "evaluation.json")
     out = tmp_path / "eval"
     code = nnx_main(["evaluate", str(finished), "--device", "cpu", "--data-dir", str(mnist_dir),
                      "--out", str(out)])
@@ -124,14 +125,7 @@ def test_a_full_disk_while_evaluating_names_the_directory_and_writes_nothing(
 
 def test_a_full_disk_while_saving_a_benchmark_names_the_directory(tmp_path, capsys,
                                                                   monkeypatch):
-    real = nnx.io.write_bytes
-
-    def full(path, data):
-        if Path(path).suffix == ".md":
-            raise _enospc()
-        return real(path, data)
-
-    monkeypatch.setattr(nnx.io, "write_bytes", full)
+    _full_disk_for(monkeypatch, lambda path: path.suffix == ".md")
     out = tmp_path / "bench"
     code = nnx_main(["bench", "--device", "cpu", "--repeat", "2", "--numerical-repeat", "1",
                      "--loop-sample", "8", "--quiet", "--no-peer", "--hidden", "5",

@@ -16,6 +16,7 @@ from PIL import Image
 from nnx import evaluation, images, photos, rundir, stops
 from nnx.cli import main as nnx_main
 from nnx.mnist import load_mnist
+from tests.helpers import trained_run
 
 pytestmark = pytest.mark.filterwarnings(  # the stop a finalizer raises is ignored: the point
     "ignore::pytest.PytestUnraisableExceptionWarning")
@@ -23,12 +24,7 @@ pytestmark = pytest.mark.filterwarnings(  # the stop a finalizer raises is ignor
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    from tests.conftest import MNIST_DIR
-
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert nnx_main(["train", "--device", "cpu", "--iters", "300", "--eval-every", "300",
-                     "--no-plots", "--data-dir", str(MNIST_DIR), "--out", str(out)]) == 0
-    return out
+    return trained_run(tmp_path_factory, "finished", "--iters", "300", "--eval-every", "300")
 
 
 @pytest.fixture(scope="module")
