@@ -159,6 +159,26 @@ def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, 
     assert all(p.is_dir() for p in outs) and Path("runs") in made
 
 
+def test_a_runs_folder_nnx_cannot_write_is_one_sentence_with_the_fix(tmp_path, capsys,
+                                                                      monkeypatch):
+    """As a bind mount that Docker made as root is for a container's UID 1000."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    real = Path.mkdir
+
+    def refused(self, *args, **kwargs):
+        if self.parent.name == "runs":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    assert nnx_main(["train", *SMALL, "--data-dir", str(tmp_path), "--no-download"]) == 2
+    line = _one_line(capsys)
+    assert line.startswith("nnx train: error: cannot write to output directory runs/"), line
+    assert "permission denied" in line and "chown" in line, line
+    assert not any((tmp_path / "runs").iterdir())
+
+
 def test_a_run_without_out_that_fails_leaves_no_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()

@@ -192,17 +192,21 @@ def _default_out(config: TrainConfig, made: list[Path]) -> Path:
     each claimed by one mkdir, so two runs never share one."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{stamp}-{config.grad}"
-    try:
-        base.parent.mkdir()
-        made.append(base.parent)
-    except FileExistsError:
-        pass
     out, n = base, 1
-    while True:
+    try:
         try:
-            out.mkdir()
-            made.insert(0, out)
-            return out
+            base.parent.mkdir()
+            made.append(base.parent)
         except FileExistsError:
-            n += 1
-            out = base.with_name(f"{base.name}-{n}")
+            pass
+        while True:
+            try:
+                out.mkdir()
+                made.insert(0, out)
+                return out
+            except FileExistsError:
+                n += 1
+                out = base.with_name(f"{base.name}-{n}")
+    except OSError as exc:  # runs/ unwritable (a bind mount Docker made as root), a full disk
+        raise InputError(f"cannot write to output directory {out}: "
+                         f"{io.write_failure(exc, out)}") from exc
