@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnx import rundir, runfiles
+from nnx import rundir, runfiles, stops
 from nnx.errors import DataError
 from nnx.run import Run, load_run
 from nnx.training import TrainConfig
@@ -205,3 +205,18 @@ def test_the_untampered_checkpoint_still_resumes(stopped, tmp_path):
     net, _ = load_run(run_dir, "cpu")
     assert net.batchnorms
 
+
+# -- a stop during nnx bench training -----------------------------------------------------------
+def test_a_stop_caught_by_train_stops_bench_training(monkeypatch):
+    from nnx.bench import training as bench
+    from nnx.training import train
+
+    def stopped_train(config, data, **kwargs):  # as a Ctrl-C in the first iteration ends it
+        return train(config, data, **kwargs, stop=lambda: True)
+
+    monkeypatch.setattr(bench, "train", stopped_train)
+    loops: list[float] = []
+    job = bench.nnx_training("cpu", "float64", loops)
+    with pytest.raises(stops.Stopped):
+        job(_data(200), 5, 0)
+    assert loops == []  # no timing of a run cut short
