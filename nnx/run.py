@@ -29,7 +29,7 @@ from backends import Backend, BackendError, get_backend, is_out_of_memory, machi
 from nnx import batchnorm_file, io, rundir, runfiles
 from nnx import plots as figures
 from nnx.advice import divergence_advice, memory_advice
-from nnx.errors import DivergenceError, InputError
+from nnx.errors import DataError, DivergenceError, InputError
 from nnx.network import MultiLayerNet
 from nnx.training import Data, TrainConfig, TrainResult, config_dict, train
 
@@ -176,7 +176,11 @@ def load_run(run_dir: str | os.PathLike[str], device: str | Backend | None = Non
     for key, value in params.items():  # predict reads the dict at every call
         net.params[key] = be.asarray(value, dtype=be.dtype)
     if net.batchnorms:
-        batchnorm_file.load(path / rundir.BATCHNORM, net)
+        batchnorm_file.put(net, runfiles.read_batchnorm(path, sizes))
+    elif os.path.lexists(path / rundir.BATCHNORM):  # nnx writes one only beside batch_norm
+        raise DataError(f"{path / rundir.BATCHNORM} belongs to a net with batch norm, but "
+                        f"{path / rundir.CONFIG} says batch_norm is false; restore the config "
+                        "or re-train")
     return net, config
 
 

@@ -107,7 +107,19 @@ CONFIG_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         isinstance(k, str) and _real(x) for k, x in v.items()), "an object of numbers"),
     "seed": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
     "eval_every": (lambda v: v is None or (_int(v) and v > 0), "a positive integer or null"),
+    "weight_decay": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
+    "dropout": (lambda v: _real(v) and 0 <= v < 1, "a ratio in [0, 1)"),
+    "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "val_split": (lambda v: _real(v) and 0 <= v < 1, "a fraction in [0, 1)"),
 }
+NET_FIELDS = ("weight_decay", "dropout", "batch_norm", "val_split")  # the net's, beside sizes
+
+
+def _check_fields(saved: dict[str, Any], names: Any) -> None:
+    for name in sorted(set(names) & set(saved)):
+        check, want = CONFIG_FIELDS.get(name, (lambda v: True, ""))
+        if not check(saved[name]):
+            raise Bad(name, saved[name], want)
 
 
 def read_config(run: Path, device: str | None = None) -> TrainConfig:
@@ -116,10 +128,7 @@ def read_config(run: Path, device: str | None = None) -> TrainConfig:
     saved = read_json(path)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        for name in sorted(fields & set(saved)):
-            check, want = CONFIG_FIELDS.get(name, (lambda v: True, ""))
-            if not check(saved[name]):
-                raise Bad(name, saved[name], want)
+        _check_fields(saved, fields)
         config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
         config.hidden = tuple(config.hidden)
         if device is not None:
@@ -162,6 +171,7 @@ def read_net_config(run: Path) -> dict[str, Any]:
             raise Bad("activation", config.get("activation"), f"one of {', '.join(ACTIVATIONS)}")
         if config.get("dtype", "float64") not in ("float64", "float32"):
             raise Bad("dtype", config.get("dtype"), "float64 or float32")
+        _check_fields(config, NET_FIELDS)
     except Bad as exc:
         raise _fail(path, exc) from None
     return config
@@ -193,13 +203,27 @@ def _iters(run: Path) -> int:  # the history's length the config implies (no con
 # -- arrays -------------------------------------------------------------------------------------
 def read_params(run: Path, sizes: Sequence[int]) -> dict[str, np.ndarray]:
     """``run``'s ``params.npz``: exactly the parameters of a net of ``sizes``, finite."""
-    path = run / rundir.PARAMS
-    shapes = param_shapes(sizes)
-    specs = {k: npzfile.Spec(s, "fiu") for k, s in shapes.items()}
+    return _read_arrays(run / rundir.PARAMS, param_shapes(sizes), "fiu")
+
+
+def read_batchnorm(run: Path, sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """``run``'s ``batchnorm.npz``: exactly the ``gamma``, ``beta`` and running statistics
+    of a net of ``sizes`` with batch norm, finite, its variances never negative."""
+    shapes = {k: s for k, s in param_shapes(sizes, batch_norm=True).items()
+              if k.startswith(("gamma", "beta"))}
+    shapes.update(buffer_shapes(sizes, batch_norm=True))
+    return _read_arrays(run / rundir.BATCHNORM, shapes, "f")
+
+
+def _read_arrays(path: Path, shapes: dict[str, tuple[int, ...]], kinds: str
+                 ) -> dict[str, np.ndarray]:
+    specs = {k: npzfile.Spec(s, kinds) for k, s in shapes.items()}
     try:
         with io.open_nofollow(path, _limit(specs)) as f:
-            return npzfile.read(f, specs, required=list(shapes))
-    except io.BadFile as exc:
+            arrays = npzfile.read(f, specs, required=list(shapes))
+        _check_variances(arrays)
+        return arrays
+    except (io.BadFile, Bad) as exc:
         raise _fail(path, exc) from None
     except Exception as exc:  # zipfile, zlib, numpy: damaged bytes raise any kind
         raise _fail(path, f"is not an intact .npz ({io.brief(exc) or type(exc).__name__})") \
@@ -224,7 +248,8 @@ def read_checkpoint(run: Path, config: TrainConfig, sizes: Sequence[int]) -> run
     specs["meta"] = npzfile.Spec((None,), "u", max_items=meta_bytes)
     try:
         with io.open_nofollow(path, _limit(specs)) as f:
-            arrays = npzfile.read(f, specs, required=["meta", *(f"param/{k}" for k in shapes)])
+            arrays = npzfile.read(f, specs, required=[k for k in specs if not k.startswith("opt/")])
+        _check_variances(arrays)
         meta_array = arrays.pop("meta")
         if meta_array.dtype != np.uint8:
             raise io.BadFile(f"holds meta as {meta_array.dtype}, not bytes (uint8)")
@@ -256,9 +281,13 @@ def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
         raise Bad("block_start", start, f"an iteration from {max(it - MAX_BLOCK, 0)} to {it}")
     if not (_real(meta["elapsed"]) and 0 <= meta["elapsed"] < math.inf):
         raise Bad("elapsed", meta["elapsed"], "a number of seconds")
-    _check_rng(meta["rng"])
-    if meta.get("mask_rng") is not None:  # dropout's Generator, where the net has one
-        _check_rng(meta["mask_rng"])
+    _check_rng(meta["rng"], "rng")
+    mask_rng = meta.get("mask_rng")  # dropout's Generator: a run with dropout has one
+    if (mask_rng is None) != (config.dropout == 0):
+        raise Bad("mask_rng", mask_rng, "the dropout masks' generator state" if config.dropout
+                  else "null (the run has no dropout)")
+    if mask_rng is not None:
+        _check_rng(mask_rng, "mask_rng")
     history = _check_history(meta["history"], it, with_val=config.val_split > 0)
     opt: dict[str, Any] = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
     for slot in slots:  # a slot's arrays are made at the first step, all at once
@@ -278,7 +307,14 @@ def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
                              buffers, meta.get("mask_rng"))
 
 
-def _check_rng(state: Any) -> None:
+def _check_variances(arrays: dict[str, np.ndarray]) -> None:
+    """A batch norm's running variance is never negative (its square root is taken)."""
+    for k, v in arrays.items():
+        if k.rpartition("/")[2].startswith("running_var") and (v < 0).any():
+            raise Bad(k, f"{int((v < 0).sum())} negative values", "variances >= 0")
+
+
+def _check_rng(state: Any, name: str) -> None:
     """A state of the batch Generator's kind, with every number in range."""
     template = np.random.default_rng(0).bit_generator.state
 
@@ -294,11 +330,17 @@ def _check_rng(state: Any) -> None:
         elif not (_int(value) and value >= 0):
             raise Bad(field, value, "a non-negative integer")
 
-    same(state, template, "rng")
+    same(state, template, name)
+    if template["bit_generator"] == "PCG64":  # 128-bit state and increment, the latter odd
+        s = state["state"]
+        if not (s["state"] < 1 << 128 and s["inc"] < 1 << 128 and s["inc"] % 2 == 1):
+            raise Bad(f"{name}.state", s, "a PCG64 state (128-bit numbers, inc odd)")
+        if state["has_uint32"] not in (0, 1) or state["uinteger"] >= 1 << 32:
+            raise Bad(name, state, "a PCG64 state (has_uint32 0 or 1, a 32-bit uinteger)")
     try:
         np.random.default_rng(0).bit_generator.state = state
     except (TypeError, ValueError, OverflowError) as exc:
-        raise Bad("rng", state, f"a valid {template['bit_generator']} state ({exc})") from None
+        raise Bad(name, state, f"a valid {template['bit_generator']} state ({exc})") from None
 
 
 def _check_history(history: Any, it: int, with_val: bool = False) -> dict[str, list]:

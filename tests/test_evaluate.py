@@ -244,3 +244,21 @@ def test_a_bad_image_is_one_sentence_before_anything_is_printed(run_dir, tmp_pat
     assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
     assert f"nnx predict: error: {tmp_path / name} {says}" in err, err
     assert err.strip().endswith("; give a PNG or JPEG image of a digit") or "blank" in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device-link"])
+def test_a_history_that_is_not_a_file_is_one_sentence_and_nothing_is_written(
+        run_dir, mnist_dir, tmp_path, capsys, kind):
+    import os
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    history = run / "history.json"
+    history.unlink()
+    {"fifo": os.mkfifo, "directory": os.mkdir,
+     "device-link": lambda p: os.symlink("/dev/zero", p)}[kind](history)
+    code, stdout, err = _nnx(capsys, "evaluate", run, "--device", "cpu", "--data-dir", mnist_dir,
+                             "--out", tmp_path / "new")
+    assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
+    assert "history.json" in err, err
+    assert not (tmp_path / "new").exists()

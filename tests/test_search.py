@@ -57,3 +57,24 @@ def test_a_diverging_trial_is_recorded_as_failed(tmp_path, mnist_dir, monkeypatc
     assert _search(tmp_path, mnist_dir, "--trials", "2") == 0
     trials = json.loads((tmp_path / "s" / "search.json").read_text())["trials"]
     assert [t["state"] for t in trials] == ["FAIL", "FAIL"] and "diverged" in trials[0]
+
+
+def test_a_study_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, mnist_dir,
+                                                                         capsys):
+    target = tmp_path / "elsewhere.db"
+    target.write_bytes(b"")
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.db").symlink_to(target)
+    assert _search(tmp_path, mnist_dir) == 2
+    err = capsys.readouterr().err
+    assert "study.db is a symbolic link" in err and len(err.strip().splitlines()) == 1, err
+    assert target.read_bytes() == b""
+
+
+@pytest.mark.parametrize("jobs", ["1000", "99999999999999999999"])
+def test_more_jobs_than_cores_are_refused_before_any_process_starts(tmp_path, mnist_dir, capsys,
+                                                                    jobs):
+    assert _search(tmp_path, mnist_dir, "--jobs", jobs) == 2
+    err = capsys.readouterr().err
+    assert f"--jobs {jobs} is more than the" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()  # refused before --out is made

@@ -74,6 +74,8 @@ def test_a_sigterm_stops_the_search_and_the_same_command_continues_it(tmp_path, 
     assert len({(t.params["lr"], t.params["weight_decay"]) for t in final}) == 10  # none twice
 
 
+@pytest.mark.skipif(hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < 2,
+                    reason="--jobs 2 needs two cores")
 def test_two_jobs_run_the_requested_trials_with_one_blas_thread_each(tmp_path, mnist_dir):
     out = tmp_path / "s"
     proc = subprocess.run(search_command(out, mnist_dir, "--trials", "6", "--epochs", "5",

@@ -31,6 +31,7 @@ import contextlib
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from backends import get_backend, machine_info, user_threads
-from nnx import io
+from nnx import io, stops
 from nnx.bench import peers, report
 from nnx.bench.busy import Burner, check_cores, cores
 from nnx.bench.refs import book_training, fused_training
@@ -83,6 +84,8 @@ def nnx_training(device: str, dtype: str, loops: list[float]) -> Callable[[Any, 
     def job(data: Any, iters: int, seed: int) -> float:
         config = TrainConfig(device=device, dtype=dtype, iters=iters, seed=seed)
         result = train(config, data, log=lambda _: None, progress=False)
+        if result.status == "interrupted":  # train() caught the stop: no timing, and it goes on
+            raise stops.Stopped(stops.swallowed() or signal.SIGINT)
         loops.append(result.elapsed)
         return result.history["test_acc"][-1]
 

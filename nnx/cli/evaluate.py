@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
 from nnx import evaluation, io, program, rundir, runfiles, stops
@@ -38,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
         train_set, test_set = load_mnist(data_dir=args.data_dir, download=not args.no_download)
         x, t = test_set if args.set == "test" else train_set
         noted.check()
+        history = args.run_dir / rundir.HISTORY  # a FIFO, folder or link there: refused
+        final = runfiles.read_history(args.run_dir).get("final_test_acc") \
+            if os.path.lexists(history) else None
         with io.output_dir(args.out or args.run_dir) as out, _lock(out):
             ev = evaluation.evaluate(net, be.asarray(x, dtype=be.dtype), be.asarray(t))
-            history = args.run_dir / rundir.HISTORY
-            final = runfiles.read_history(args.run_dir).get("final_test_acc") \
-                if history.is_file() else None
             noted.check()
             print(f"{net.describe()} of {args.run_dir}, the {args.set} set, on {be} ({be.reason})")
             print(ev.table())

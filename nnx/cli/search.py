@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     for flag in ("trials", "epochs", "images", "jobs"):
         positive_int(f"--{flag}", getattr(args, flag))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    if args.jobs > cores:  # each job is a process holding MNIST: memory grows with them
+        raise InputError(f"--jobs {args.jobs} is more than the {cores} cores this process may "
+                         f"use; give at most --jobs {cores}")
     from nnx import search
 
     search.need_optuna()
@@ -49,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
                           sampler=args.sampler, prune=args.prune, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{(out / 'study.db').absolute()}"
+    db = out / "study.db"
+    if args.storage is None and db.is_symlink():  # the study nnx makes, never through a link
+        raise InputError(f"{db} is a symbolic link, and nnx follows none in --out; remove it, "
+                         "or choose another --out")
+    storage = args.storage or f"sqlite:///{db.absolute()}"
     study = search.open_study(config, storage, args.study)  # a bad storage fails first
     print(f"study {args.study!r} in {search.masked(storage)}: {search.counted(study)} of "
           f"{config.trials} trials done; {args.sampler} sampler, {args.jobs} job(s) of "
