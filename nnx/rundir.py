@@ -123,6 +123,12 @@ def prepare(path: Path, mode: str) -> None:
         if CHECKPOINT not in present:
             why = "it completed" if status == "completed" else f"it holds no {CHECKPOINT}"
             raise InputError(f"cannot resume the run in {path}: {why}")
+        for name in RESULTS:  # written at the end: found unwritable only then, the work lost
+            target = path / name
+            if target.is_symlink() or target.exists() and not target.is_file():
+                raise InputError(f"cannot resume the run in {path}: its {name} is not a plain "
+                                 "file (a folder, a link or a device), and the run writes it at "
+                                 "the end; remove it, and the run writes it anew")
 
 
 def read_json(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:

@@ -341,3 +341,20 @@ def test_resume_of_a_tampered_checkpoint_exits_2_in_one_line(stopped, tmp_path, 
     proc = run("-m", "nnx.cli", "train", "--resume", str(run_dir), "--data-dir", str(mnist_dir))
     assert proc.returncode == 2
     assert "checkpoint.npz holds rng" in one_line_error(proc)
+
+
+@pytest.mark.parametrize("name", ["params.npz", "history.csv", "batchnorm.npz"])
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_a_result_file_that_is_not_a_plain_file_is_refused_before_resuming(
+        stopped, tmp_path, name, kind):
+    """Found only at the final save, it would cost every iteration since the checkpoint."""
+    run_dir = _copy(stopped, tmp_path / "run")
+    (run_dir / name).unlink(missing_ok=True)  # a stopped run may hold one already
+    if kind == "folder":
+        (run_dir / name).mkdir()
+    else:
+        (run_dir / name).symlink_to(tmp_path / "elsewhere")
+    before = sorted(os.listdir(run_dir))
+    with pytest.raises(InputError, match=f"its {name} is not a plain file"):
+        Run.resume(run_dir)
+    assert sorted(os.listdir(run_dir)) == before and not (tmp_path / "elsewhere").exists()
