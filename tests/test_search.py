@@ -78,3 +78,12 @@ def test_more_jobs_than_cores_are_refused_before_any_process_starts(tmp_path, mn
     err = capsys.readouterr().err
     assert f"--jobs {jobs} is more than the" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "s").exists()  # refused before --out is made
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 513, "a\nb"])
+def test_a_study_name_that_is_no_name_is_one_sentence_before_anything_is_made(
+        tmp_path, mnist_dir, capsys, name):
+    assert _search(tmp_path, mnist_dir, "--study", name) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a study name" in err, err
+    assert not (tmp_path / "s").exists()

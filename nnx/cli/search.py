@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         positive_int(f"--{flag}", getattr(args, flag))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         os.cpu_count() or 1
+    if not args.study.strip() or len(args.study) > 512 or not args.study.isprintable():
+        raise InputError(f"--study {args.study!r} is not a study name: give 1 to 512 "
+                         "printable characters")
     if args.jobs > cores:  # each job is a process holding MNIST: memory grows with them
         raise InputError(f"--jobs {args.jobs} is more than the {cores} cores this process may "
                          f"use; give at most --jobs {cores}")
