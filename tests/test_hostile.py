@@ -11,6 +11,7 @@ import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,11 +117,17 @@ TAMPERED = {  # the field a sentence must name, and the change
 
 @pytest.mark.parametrize("case", TAMPERED, ids=list(TAMPERED))
 def test_a_tampered_checkpoint_field_is_one_sentence_naming_it(stopped, tmp_path, case):
-    field, change = TAMPERED[case]
+    _refused_naming(stopped, tmp_path, *TAMPERED[case], _resume)
+
+
+def _refused_naming(stopped: Path, tmp_path: Path, field: str, change: Any,
+                    resume: Any) -> None:
+    """A copy of ``stopped`` whose checkpoint ``change`` tampers is refused by ``resume`` in
+    one sentence naming the file and ``field``."""
     run_dir = _copy(stopped, tmp_path / "run")
     _rewrite(run_dir, change)
     with pytest.raises(DataError) as info:
-        _resume(run_dir)
+        resume(run_dir)
     message = str(info.value)
     assert "checkpoint.npz" in message and field in message, message
     assert "\n" not in message
