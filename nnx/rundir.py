@@ -162,12 +162,12 @@ def save_checkpoint(path: Path, c: Checkpoint) -> None:
 def load_checkpoint(path: Path, config: Any = None, sizes: list[int] | None = None) -> Checkpoint:
     """The checkpoint in ``path`` for ``config`` (default: the run's ``config.json``) and a
     net of layer ``sizes`` (default: MNIST's, 784 to 10), every field checked
-    (:func:`nnx.runfiles.read_checkpoint`); :class:`DataError` naming the file and field."""
-    from nnx import runfiles  # it builds on this module
+    (:func:`nnx.checkpointfile.read_checkpoint`); :class:`DataError` naming the file and field."""
+    from nnx import checkpointfile, runfiles  # they build on this module
 
     config = runfiles.read_config(path) if config is None else config
     sizes = [runfiles.PIXELS, *config.hidden, runfiles.CLASSES] if sizes is None else sizes
-    return runfiles.read_checkpoint(path, config, sizes)
+    return checkpointfile.read_checkpoint(path, config, sizes)
 
 
 def saving(path: Path) -> contextlib.AbstractContextManager[list[Path]]:

@@ -2,7 +2,8 @@
 
 One reader per file: :func:`read_config` (``config.json`` as a :class:`TrainConfig`),
 :func:`read_net_config` (the net ``evaluate`` and ``predict`` load), :func:`read_history`,
-:func:`read_checkpoint` and :func:`read_params`. Each opens its file without following a
+:func:`read_params` and :func:`read_batchnorm`; ``checkpoint.npz`` has a module of its own,
+:mod:`nnx.checkpointfile`, built on the checks here. Each opens its file without following a
 link, bounds its size by what the run's config implies before reading, checks every value
 against a schema (types, ranges, shapes from the config, cross-checks such as the iteration
 against the history's lengths) and raises :class:`DataError`: one sentence naming the file
@@ -13,7 +14,6 @@ and the field. What the config implies lives in two functions, :func:`param_shap
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -25,7 +25,7 @@ import numpy as np
 from nnx import io, npzfile, rundir
 from nnx.errors import DataError, InputError, NnxError
 from nnx.optimizers import make_optimizer
-from nnx.training import MAX_BLOCK, TrainConfig
+from nnx.training import TrainConfig
 
 CLASSES, PIXELS = 10, 784  # what evaluate and predict feed a net: MNIST images
 JSON_LIMIT = rundir.JSON_LIMIT
@@ -41,7 +41,8 @@ class Bad(ValueError):
         super().__init__(f"holds {field} = {io.brief(repr(value))[:60]}, not {want}")
 
 
-def _fail(path: Path, exc: Exception) -> DataError:
+def fail(path: Path, exc: Exception) -> DataError:
+    """The one sentence for a file that fails: its path, what is wrong, the fix."""
     return DataError(f"{path} {exc}; restore the file or start a new run")
 
 
@@ -77,11 +78,11 @@ def optimizer_state(config: TrainConfig) -> tuple[list[str], list[str]]:
 read_json = rundir.read_json
 
 
-def _int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _real(v: Any) -> bool:
+def is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
@@ -94,23 +95,23 @@ CONFIG_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dtype": (lambda v: v in ("float64", "float32"), "float64 or float32"),
     "grad": (lambda v: isinstance(v, str), "a string"),
     "numerical_method": (lambda v: isinstance(v, str), "a string"),
-    "iters": (lambda v: _int(v) and v > 0, "a positive integer"),
-    "batch_size": (lambda v: _int(v) and v > 0, "a positive integer"),
-    "lr": (lambda v: _real(v) and 0 < v < math.inf, "a positive number"),
-    "hidden": (lambda v: isinstance(v, list) and v and all(_int(h) and h > 0 for h in v),
+    "iters": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "batch_size": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "lr": (lambda v: is_real(v) and 0 < v < math.inf, "a positive number"),
+    "hidden": (lambda v: isinstance(v, list) and v and all(is_int(h) and h > 0 for h in v),
                "a list of positive layer sizes"),
     "activation": (lambda v: isinstance(v, str), "a string"),
-    "weight_init_std": (lambda v: isinstance(v, str) or (_real(v) and 0 < v < math.inf),
+    "weight_init_std": (lambda v: isinstance(v, str) or (is_real(v) and 0 < v < math.inf),
                         "a positive number, 'he' or 'xavier'"),
     "optimizer": (lambda v: isinstance(v, str), "a string"),
     "optimizer_options": (lambda v: isinstance(v, dict) and all(
-        isinstance(k, str) and _real(x) for k, x in v.items()), "an object of numbers"),
-    "seed": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
-    "eval_every": (lambda v: v is None or (_int(v) and v > 0), "a positive integer or null"),
-    "weight_decay": (lambda v: _real(v) and 0 <= v < math.inf, "a finite number >= 0"),
-    "dropout": (lambda v: _real(v) and 0 <= v < 1, "a ratio in [0, 1)"),
+        isinstance(k, str) and is_real(x) for k, x in v.items()), "an object of numbers"),
+    "seed": (lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+    "eval_every": (lambda v: v is None or (is_int(v) and v > 0), "a positive integer or null"),
+    "weight_decay": (lambda v: is_real(v) and 0 <= v < math.inf, "a finite number >= 0"),
+    "dropout": (lambda v: is_real(v) and 0 <= v < 1, "a ratio in [0, 1)"),
     "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
-    "val_split": (lambda v: _real(v) and 0 <= v < 1, "a fraction in [0, 1)"),
+    "val_split": (lambda v: is_real(v) and 0 <= v < 1, "a fraction in [0, 1)"),
 }
 NET_FIELDS = ("weight_decay", "dropout", "batch_norm", "val_split")  # the net's, beside sizes
 
@@ -142,13 +143,13 @@ def read_config(run: Path, device: str | None = None) -> TrainConfig:
         if "sizes" in saved:
             _check_sizes(saved["sizes"], config.hidden)
     except (Bad, InputError) as exc:
-        raise _fail(path, exc if isinstance(exc, Bad) else f"is not a usable config ({exc})") \
+        raise fail(path, exc if isinstance(exc, Bad) else f"is not a usable config ({exc})") \
             from None
     return config
 
 
 def _check_sizes(sizes: Any, hidden: Sequence[int] | None = None) -> list[int]:
-    if not (isinstance(sizes, list) and len(sizes) > 2 and all(_int(n) and n > 0 for n in sizes)):
+    if not (isinstance(sizes, list) and len(sizes) > 2 and all(is_int(n) and n > 0 for n in sizes)):
         raise Bad("sizes", sizes, "a list of three or more positive layer sizes")
     if sizes[0] != PIXELS or sizes[-1] != CLASSES:
         raise Bad("sizes", sizes, f"a net from {PIXELS} pixels to {CLASSES} classes")
@@ -173,7 +174,7 @@ def read_net_config(run: Path) -> dict[str, Any]:
             raise Bad("dtype", config.get("dtype"), "float64 or float32")
         _check_fields(config, NET_FIELDS)
     except Bad as exc:
-        raise _fail(path, exc) from None
+        raise fail(path, exc) from None
     return config
 
 
@@ -185,10 +186,10 @@ def read_history(run: Path) -> dict[str, Any]:
         if not isinstance(history.get("status"), str | None):
             raise Bad("status", history["status"], "a string")
         acc = history.get("final_test_acc")
-        if acc is not None and not (_real(acc) and 0 <= acc <= 1):
+        if acc is not None and not (is_real(acc) and 0 <= acc <= 1):
             raise Bad("final_test_acc", acc, "an accuracy between 0 and 1, or null")
     except Bad as exc:
-        raise _fail(path, exc) from None
+        raise fail(path, exc) from None
     return history
 
 
@@ -197,7 +198,7 @@ def _iters(run: Path) -> int:  # the history's length the config implies (no con
         iters = read_json(run / rundir.CONFIG).get("iters")
     except NnxError:
         return 1 << 14
-    return iters if _int(iters) and 0 < iters < 1 << 40 else 1 << 14
+    return iters if is_int(iters) and 0 < iters < 1 << 40 else 1 << 14
 
 
 # -- arrays -------------------------------------------------------------------------------------
@@ -219,131 +220,30 @@ def _read_arrays(path: Path, shapes: dict[str, tuple[int, ...]], kinds: str
                  ) -> dict[str, np.ndarray]:
     specs = {k: npzfile.Spec(s, kinds) for k, s in shapes.items()}
     try:
-        with io.open_nofollow(path, _limit(specs)) as f:
+        with io.open_nofollow(path, npz_limit(specs)) as f:
             arrays = npzfile.read(f, specs, required=list(shapes))
-        _check_variances(arrays)
+        check_variances(arrays)
         return arrays
     except (io.BadFile, Bad) as exc:
-        raise _fail(path, exc) from None
+        raise fail(path, exc) from None
     except Exception as exc:  # zipfile, zlib, numpy: damaged bytes raise any kind
-        raise _fail(path, f"is not an intact .npz ({io.brief(exc) or type(exc).__name__})") \
+        raise fail(path, f"is not an intact .npz ({io.brief(exc) or type(exc).__name__})") \
             from None
 
 
-def _limit(specs: dict[str, npzfile.Spec]) -> int:
+def npz_limit(specs: dict[str, npzfile.Spec]) -> int:
     """The most bytes a file of these members can take on disk (stored, with headers)."""
     return sum(s.max_items * npzfile.ITEM + 4096 for s in specs.values()) + 4096
 
 
-def read_checkpoint(run: Path, config: TrainConfig, sizes: Sequence[int]) -> rundir.Checkpoint:
-    """``run``'s ``checkpoint.npz`` for ``config`` and a net of ``sizes``, every field checked."""
-    path = run / rundir.CHECKPOINT
-    shapes = param_shapes(sizes, config.batch_norm)
-    slots, counters = optimizer_state(config)
-    meta_bytes = JSON_LIMIT + JSON_PER_ITERATION * config.iters
-    specs = {f"param/{k}": npzfile.Spec(s) for k, s in shapes.items()}
-    specs.update({f"opt/{slot}/{k}": npzfile.Spec(s) for slot in slots for k, s in shapes.items()})
-    specs.update({f"buf/{k}": npzfile.Spec(s)
-                  for k, s in buffer_shapes(sizes, config.batch_norm).items()})
-    specs["meta"] = npzfile.Spec((None,), "u", max_items=meta_bytes)
-    try:
-        with io.open_nofollow(path, _limit(specs)) as f:
-            arrays = npzfile.read(f, specs, required=[k for k in specs if not k.startswith("opt/")])
-        _check_variances(arrays)
-        meta_array = arrays.pop("meta")
-        if meta_array.dtype != np.uint8:
-            raise io.BadFile(f"holds meta as {meta_array.dtype}, not bytes (uint8)")
-        try:
-            meta = json.loads(meta_array.tobytes().decode("utf-8"))
-        except RecursionError:
-            raise io.BadFile("holds a meta JSON that nests too deeply") from None
-        except (UnicodeError, ValueError) as exc:
-            raise io.BadFile(f"holds a meta that is not JSON ({io.brief(exc)})") from None
-        return _checkpoint(meta, arrays, config, shapes, slots, counters)
-    except (io.BadFile, Bad) as exc:
-        raise _fail(path, exc) from None
-    except Exception as exc:  # zipfile, zlib, numpy: damaged bytes raise any kind
-        why = io.brief(exc) or type(exc).__name__
-        raise _fail(path, f"is not a readable nnx checkpoint ({why})") from None
-
-
-def _checkpoint(meta: Any, arrays: dict[str, np.ndarray], config: TrainConfig,
-                shapes: dict[str, tuple[int, ...]], slots: list[str],
-                counters: list[str]) -> rundir.Checkpoint:
-    keys = {"iteration", "block_start", "rng", "elapsed", "history", "optimizer"}
-    if not isinstance(meta, dict) or not keys <= set(meta) <= keys | {"mask_rng"}:
-        raise Bad("meta", meta if not isinstance(meta, dict) else sorted(meta),
-                  f"an object of {', '.join(sorted(keys))}")
-    it, start = meta["iteration"], meta["block_start"]
-    if not (_int(it) and 0 <= it <= config.iters):
-        raise Bad("iteration", it, f"an iteration from 0 to the run's {config.iters}")
-    if not (_int(start) and 0 <= start <= it and it - start <= MAX_BLOCK):
-        raise Bad("block_start", start, f"an iteration from {max(it - MAX_BLOCK, 0)} to {it}")
-    if not (_real(meta["elapsed"]) and 0 <= meta["elapsed"] < math.inf):
-        raise Bad("elapsed", meta["elapsed"], "a number of seconds")
-    _check_rng(meta["rng"], "rng")
-    mask_rng = meta.get("mask_rng")  # dropout's Generator: a run with dropout has one
-    if (mask_rng is None) != (config.dropout == 0):
-        raise Bad("mask_rng", mask_rng, "the dropout masks' generator state" if config.dropout
-                  else "null (the run has no dropout)")
-    if mask_rng is not None:
-        _check_rng(mask_rng, "mask_rng")
-    history = _check_history(meta["history"], it, with_val=config.val_split > 0)
-    opt: dict[str, Any] = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
-    for slot in slots:  # a slot's arrays are made at the first step, all at once
-        have = sum(f"{slot}/{k}" in opt for k in shapes)
-        if have != (len(shapes) if it else 0):
-            raise Bad(f"opt/{slot}", f"{have} arrays", f"one per parameter after iteration {it}")
-    scalars = meta["optimizer"]
-    if not isinstance(scalars, dict) or set(scalars) != set(counters):
-        raise Bad("optimizer", scalars, f"an object of {', '.join(counters) or 'nothing'}")
-    for name in counters:  # each counts the steps taken
-        if not (_int(scalars[name]) and scalars[name] == it):
-            raise Bad(f"optimizer.{name}", scalars[name], f"the iteration, {it}")
-    opt.update(scalars)
-    params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
-    buffers = {k[4:]: v for k, v in arrays.items() if k.startswith("buf/")}
-    return rundir.Checkpoint(it, start, meta["rng"], params, opt, history, float(meta["elapsed"]),
-                             buffers, meta.get("mask_rng"))
-
-
-def _check_variances(arrays: dict[str, np.ndarray]) -> None:
+def check_variances(arrays: dict[str, np.ndarray]) -> None:
     """A batch norm's running variance is never negative (its square root is taken)."""
     for k, v in arrays.items():
         if k.rpartition("/")[2].startswith("running_var") and (v < 0).any():
             raise Bad(k, f"{int((v < 0).sum())} negative values", "variances >= 0")
 
 
-def _check_rng(state: Any, name: str) -> None:
-    """A state of the batch Generator's kind, with every number in range."""
-    template = np.random.default_rng(0).bit_generator.state
-
-    def same(value: Any, like: Any, field: str) -> None:
-        if isinstance(like, dict):
-            if not isinstance(value, dict) or set(value) != set(like):
-                raise Bad(field, value, f"an object of {', '.join(sorted(like))}")
-            for k in like:
-                same(value[k], like[k], f"{field}.{k}")
-        elif isinstance(like, str):
-            if value != like:
-                raise Bad(field, value, repr(like))
-        elif not (_int(value) and value >= 0):
-            raise Bad(field, value, "a non-negative integer")
-
-    same(state, template, name)
-    if template["bit_generator"] == "PCG64":  # 128-bit state and increment, the latter odd
-        s = state["state"]
-        if not (s["state"] < 1 << 128 and s["inc"] < 1 << 128 and s["inc"] % 2 == 1):
-            raise Bad(f"{name}.state", s, "a PCG64 state (128-bit numbers, inc odd)")
-        if state["has_uint32"] not in (0, 1) or state["uinteger"] >= 1 << 32:
-            raise Bad(name, state, "a PCG64 state (has_uint32 0 or 1, a 32-bit uinteger)")
-    try:
-        np.random.default_rng(0).bit_generator.state = state
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise Bad(name, state, f"a valid {template['bit_generator']} state ({exc})") from None
-
-
-def _check_history(history: Any, it: int, with_val: bool = False) -> dict[str, list]:
+def check_history(history: Any, it: int, with_val: bool = False) -> dict[str, list]:
     per_evaluation = (*PER_EVALUATION, "val_acc") if with_val else PER_EVALUATION
     keys = (*PER_ITERATION, *per_evaluation)
     if not isinstance(history, dict) or set(history) != set(keys):
@@ -351,7 +251,7 @@ def _check_history(history: Any, it: int, with_val: bool = False) -> dict[str, l
                   f"an object of {', '.join(keys)}")
     for k in keys:
         v = history[k]
-        if not (isinstance(v, list) and all(_real(x) for x in v)):
+        if not (isinstance(v, list) and all(is_real(x) for x in v)):
             raise Bad(f"history.{k}", v, "a list of numbers")
     for k in PER_ITERATION:
         if len(history[k]) != it:
@@ -361,6 +261,6 @@ def _check_history(history: Any, it: int, with_val: bool = False) -> dict[str, l
         if len(history[k]) != len(evals):
             raise Bad(f"history.{k}", f"{len(history[k])} entries",
                       f"one per evaluation ({len(evals)})")
-    if not all(_int(i) and 0 < i <= it for i in evals) or evals != sorted(set(evals)):
+    if not all(is_int(i) and 0 < i <= it for i in evals) or evals != sorted(set(evals)):
         raise Bad("history.eval_iter", evals, f"rising iterations up to {it}")
     return {k: list(history[k]) for k in keys}
