@@ -23,7 +23,7 @@ from backends.core import (
     parse_device,
     xp_of,
 )
-from backends.host import host_memory_free, small_pages
+from backends.host import host_memory_free, small_pages, usable_cores
 from backends.info import machine_info
 from backends.numpy_backend import user_threads
 from backends.timing import time_calls
@@ -47,6 +47,7 @@ __all__ = [
     "parse_device",
     "small_pages",
     "time_calls",
+    "usable_cores",
     "user_threads",
     "xp_of",
 ]

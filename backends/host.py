@@ -1,4 +1,5 @@
-"""The host's memory: how much is free, and how NumPy asks the kernel for it."""
+"""The host: the cores this process may use, how much memory is free, and how NumPy asks the
+kernel for it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import os
 from collections.abc import Iterator
 
 import numpy as np
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system says it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def host_memory_free() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from backends.base import BackendError
 from backends.core import default_device, get_backend
+from backends.host import usable_cores
 
 
 def cpu_name() -> str:
@@ -24,8 +24,7 @@ def cpu_name() -> str:
     except OSError:
         pass
     name = name or platform.processor() or platform.machine()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name}, {cores} cores"
+    return f"{name}, {usable_cores()} cores"
 
 
 def machine_info(gpus: bool = True) -> dict[str, Any]:

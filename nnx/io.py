@@ -245,6 +245,11 @@ def write_failure(exc: OSError, path: str | os.PathLike[str]) -> str:
     return exc.strerror or str(exc)
 
 
+def unwritable(out: Path, exc: OSError) -> InputError:
+    """The sentence for an output directory that cannot be made or written, with the fix."""
+    return InputError(f"cannot write to output directory {out}: {write_failure(exc, out)}")
+
+
 def remove_if_empty(path: Path) -> None:
     """Remove a directory this run created if nothing was written into it."""
     with contextlib.suppress(OSError):
@@ -262,8 +267,7 @@ def output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         created = _make_writable(out)
     except OSError as exc:
-        raise InputError(f"cannot write to output directory {out}: "
-                         f"{write_failure(exc, out)}") from exc
+        raise unwritable(out, exc) from exc
     try:
         yield out
     except BaseException:

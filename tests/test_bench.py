@@ -13,7 +13,6 @@ import pytest
 
 import backends
 from backends import get_backend
-from nnx.bench.busy import cores
 from nnx.bench.cases import (
     DataSource,
     allocate_sample,
@@ -400,7 +399,7 @@ def test_nnx_bench_training(tmp_path, mnist_dir):
                     "--repeat", "2", "--no-peers", "--out", str(tmp_path)))
     assert "| nnx (cpu, float64) |" in stdout and "| book-style loop (NumPy) |" in stdout
     threaded = [] if backends.user_threads() else [
-        f"nnx train process (cpu, float64), OPENBLAS_NUM_THREADS={cores()}"]
+        f"nnx train process (cpu, float64), OPENBLAS_NUM_THREADS={backends.usable_cores()}"]
     assert stdout.count("run 2/2  ") == 5 + len(threaded)
     data = json.loads((tmp_path / "bench_training.json").read_text())
     assert data["schema"] == "nnx-bench-training/3"
@@ -435,7 +434,7 @@ def test_nnx_bench_training(tmp_path, mnist_dir):
     assert [f["dtype"] for f in data["floors"]] == ["float64", "float32"]
     if threaded:  # the first run again with every thread, against the same floor
         every = data["floors"][0]["every_thread"]
-        assert every["env"]["OPENBLAS_NUM_THREADS"] == str(cores())
+        assert every["env"]["OPENBLAS_NUM_THREADS"] == str(backends.usable_cores())
         assert every["training_over_looped"] == pytest.approx(
             float(np.median(every["training_s"])) / data["floors"][0]["looped_seconds"])
         assert "(the steps' products on every thread too)" in stdout
@@ -551,11 +550,11 @@ def test_the_peers_train_the_books_job_like_nnx(mnist_dir):
 def test_a_missing_peer_is_a_row_with_the_reason_and_busy_needs_two_cores(monkeypatch):
     from nnx.bench import busy
 
-    monkeypatch.setattr(busy, "cores", lambda: 1)
+    monkeypatch.setattr(busy, "usable_cores", lambda: 1)
     with pytest.raises(InputError, match=r"^--busy keeps one core half busy beside the runs, "
                                          r"and this process may use 1 core; run it on a machine"):
         busy.check_cores()
-    monkeypatch.setattr(busy, "cores", lambda: 2)
+    monkeypatch.setattr(busy, "usable_cores", lambda: 2)
     busy.check_cores()
 
 

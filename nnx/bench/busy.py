@@ -7,10 +7,10 @@ the block ends, when it is stopped (and killed if it does not stop).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
+from backends import usable_cores
 from nnx.errors import InputError
 
 SPIN = """
@@ -23,14 +23,9 @@ while True:
 """
 
 
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def check_cores() -> None:
     """``--busy`` loads one core besides the work: refuse a machine that has only one."""
-    n = cores()
+    n = usable_cores()
     if n < 2:
         raise InputError(f"--busy keeps one core half busy beside the runs, and this process may "
                          f"use {n} core; run it on a machine with two or more, or drop --busy")

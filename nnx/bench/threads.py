@@ -27,10 +27,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from backends import get_backend, machine_info, user_threads
+from backends import get_backend, machine_info, usable_cores, user_threads
 from nnx import io
 from nnx.bench import report
-from nnx.bench.busy import Burner, check_cores, cores
+from nnx.bench.busy import Burner, check_cores
 from nnx.bench.cases import DataSource
 from nnx.bench.timing import Case, CpuWatch, Stats, fmt_seconds, ratio, run_interleaved
 from nnx.errors import positive_int
@@ -116,11 +116,8 @@ def run(args: argparse.Namespace) -> int:
         source = DataSource(args.data_dir, args.seed)
         works = workloads(be, source, args.seed)
 
-        def one() -> Any:
-            return be.small_work()
-
-        every = contextlib.nullcontext
-        cases = [w.case(setting) for w in works for setting in (one, every)]
+        cases = [w.case(setting) for w in works
+                 for setting in (be.small_work, contextlib.nullcontext)]
         watch, results = CpuWatch(), {}
         for mode in ("quiet", "busy") if args.busy else ("quiet",):
             print(f"timing {len(works)} workloads x {len(SETTINGS)} settings, {mode}: "
@@ -134,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             "schema": SCHEMA, "command": report.command_line(args),
             "machine": machine_info(gpus=False),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "cores": cores(), "dtype": args.dtype, "batches": source.describe(100),
+            "cores": usable_cores(), "dtype": args.dtype, "batches": source.describe(100),
             "user_threads": users, "rows": rows, "other_cpu": {"runs": watch.others()},
             "load_average": list(os.getloadavg()),
         }

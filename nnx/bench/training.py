@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from backends import get_backend, machine_info, user_threads
+from backends import get_backend, machine_info, usable_cores, user_threads
 from nnx import io, stops
 from nnx.bench import peers, report
-from nnx.bench.busy import Burner, check_cores, cores
+from nnx.bench.busy import Burner, check_cores
 from nnx.bench.refs import book_training, fused_training
 from nnx.bench.timing import Case, CpuWatch, Row, ratio, time_rows
 from nnx.errors import InputError, non_negative_int, plural, positive_int
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         first, processes, threaded = nnx_devices[0], [], []
         # A user's own thread setting: the steps' products on every thread, as on a machine
         # that nothing else uses (NumPy only; where the user set the threads, it is theirs).
-        every = {k: str(cores()) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} \
+        every = {k: str(usable_cores()) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")} \
             if first.numpy_native and not user_threads() else None
 
         def contenders(loops: list[list[float]], processes: list[float],
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             if every is not None:
                 jobs += [(Row(first.device, "process_threads", f"nnx train process ("
                               f"{first.device}, {_name(first)}), OPENBLAS_NUM_THREADS="
-                              f"{cores()}"), first,
+                              f"{usable_cores()}"), first,
                           nnx_process(first.device, _name(first), args, threaded, every))]
             jobs += [(Row("cpu", "book", "book-style loop (NumPy)"), cpu, book_training),
                      (Row("cpu", "fused", "fused NumPy loop"), cpu, fused_training)]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import time
 from pathlib import Path
 
+from backends import usable_cores
 from nnx import io, program, stops
 from nnx.errors import InputError, positive_int
 from nnx.search import SearchConfig
@@ -43,8 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     for flag in ("trials", "epochs", "images", "jobs"):
         positive_int(f"--{flag}", getattr(args, flag))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
+    cores = usable_cores()
     if not args.study.strip() or len(args.study) > 512 or not args.study.isprintable():
         raise InputError(f"--study {args.study!r} is not a study name: give 1 to 512 "
                          "printable characters")

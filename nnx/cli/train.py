@@ -208,5 +208,4 @@ def _default_out(config: TrainConfig, made: list[Path]) -> Path:
                 n += 1
                 out = base.with_name(f"{base.name}-{n}")
     except OSError as exc:  # runs/ unwritable (a bind mount Docker made as root), a full disk
-        raise InputError(f"cannot write to output directory {out}: "
-                         f"{io.write_failure(exc, out)}") from exc
+        raise io.unwritable(out, exc) from exc
